@@ -1,0 +1,64 @@
+"""The FastAPI application of one node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from metrocloud import __version__
+from metrocloud.api.problems import install_problem_handlers
+from metrocloud.api.routes import certificates, instruments, parties, public
+from metrocloud.api.schemas import Problem
+from metrocloud.services.node import Node
+
+__all__ = ["API_PREFIX", "create_app"]
+
+API_PREFIX = "/api/v1"
+
+_DESCRIPTION = """\
+The REST API of a metrocloud node: one member state's core platform of the European Metrology
+Cloud. Parties authenticate with `Authorization: Bearer <token>`; the node identity and the
+transparency log are public. Errors are RFC 9457 `application/problem+json`. Every list
+answers `{"items": [...], "next_cursor": ...}` and takes `limit` and `cursor`.
+"""
+
+_ERRORS = {
+    "400": "Malformed JSON or a signature that does not verify",
+    "401": "No valid bearer token",
+    "403": "The party lacks the right",
+    "404": "No such record",
+    "409": "Conflict with an existing record or a legal rule",
+    "422": "Invalid input",
+}
+
+
+def create_app(node: Node) -> FastAPI:
+    app = FastAPI(title="metrocloud node API", version=__version__, description=_DESCRIPTION,
+                  docs_url=f"{API_PREFIX}/docs", openapi_url=f"{API_PREFIX}/openapi.json",
+                  redoc_url=None)
+    app.state.node = node
+    install_problem_handlers(app)
+    for r in (public.router, parties.router, certificates.router, instruments.router):
+        app.include_router(r, prefix=API_PREFIX)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes)
+        comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        comps["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        ref = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path in schema.get("paths", {}).values():
+            for op in path.values():
+                responses = op.setdefault("responses", {})
+                responses.pop("422", None)
+                for code, text in _ERRORS.items():
+                    responses.setdefault(code, {"description": text, "content": ref})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

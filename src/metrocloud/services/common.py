@@ -1,0 +1,109 @@
+"""What every service shares: the acting party, pages and cursors, the access log."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, insert
+
+from metrocloud.domain.errors import Forbidden, InvalidInput
+from metrocloud.domain.parties import PartyRole
+from metrocloud.store.schema import access_log
+
+__all__ = [
+    "MAX_LIMIT",
+    "Actor",
+    "Page",
+    "article",
+    "check_limit",
+    "decode_cursor",
+    "encode_cursor",
+    "log_reads",
+    "require_role",
+]
+
+T = TypeVar("T")
+MAX_LIMIT = 1000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Actor:
+    """The authenticated party behind a request."""
+
+    party_id: str
+    role: PartyRole
+    country: str
+    token_id: str | None = None
+    key_id: str | None = None
+    public_key: str | None = None
+
+    def is_(self, *roles: PartyRole) -> bool:
+        return self.role in roles
+
+
+def article(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def require_role(actor: Actor, *roles: PartyRole, action: str) -> None:
+    if actor.role not in roles:
+        raise Forbidden(
+            f"{article(actor.role.value)} may not {action}; only "
+            f"{' or '.join(r.value for r in roles)} may",
+            rule="metrocloud role rules (docs/concepts.md#roles)")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    next_cursor: str | None
+
+
+def encode_cursor(key: Sequence[Any]) -> str:
+    raw = json.dumps(list(key), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+    if cursor is None or cursor == "":
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cursor {cursor[:40]!r} is not one this node issued") from exc
+    if not isinstance(key, list) or len(key) != arity or not all(
+            isinstance(k, str | int) and not isinstance(k, bool) for k in key):
+        raise InvalidInput(f"cursor {cursor[:40]!r} is not one this node issued")
+    return key
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    return limit
+
+
+def log_reads(conn: Connection, actor: Actor, at: str, action: str, resource_type: str,
+              records: Iterable[tuple[str, Iterable[str | None]]], *,
+              via_grant: Iterable[str] = ()) -> int:
+    """Record that ``actor`` read each record; one row per owner other than the actor.
+
+    ``records`` yields ``(resource_id, owners)``. Returns the number of rows written.
+    """
+    granted = set(via_grant)
+    rows = []
+    for resource_id, owners in records:
+        for owner in dict.fromkeys(o for o in owners if o):
+            if owner != actor.party_id:
+                rows.append({"at": at, "owner_id": owner, "reader_id": actor.party_id,
+                             "reader_role": actor.role.value, "action": action,
+                             "resource_type": resource_type, "resource_id": resource_id,
+                             "via_grant": resource_id in granted})
+    if rows:
+        conn.execute(insert(access_log), rows)
+    return len(rows)

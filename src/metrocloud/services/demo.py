@@ -1,0 +1,209 @@
+"""A realistic demo population for one node (``metrocloud demo``).
+
+Three notified bodies, ten manufacturers, five operators, two authorities; twenty EU-type
+examination certificates across electricity, gas, water, heat, fuel dispensers, scales and
+EV charging; 10,000 instruments with device keys and life-cycle histories (placed on the
+market, put into service, verified, relocated, repaired, updated, out of service,
+decommissioned), one suspended and one withdrawn certificate. Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from metrocloud.domain.categories import InstrumentCategory
+from metrocloud.domain.certificates import CertificateAction, ConformityModule
+from metrocloud.domain.instruments import EventKind
+from metrocloud.domain.parties import PartyRole
+from metrocloud.domain.types import ChecksumAlgorithm, SoftwareIdentification
+from metrocloud.services import certificates as certs
+from metrocloud.services import declarations as decl
+from metrocloud.services import events as ev
+from metrocloud.services import instruments as inst
+from metrocloud.services import parties as pty
+from metrocloud.services.common import Actor
+from metrocloud.services.node import Node
+from metrocloud.trust.keys import KeyAlgorithm, PrivateKey
+
+__all__ = ["ROLES", "DemoPopulation", "seed_demo"]
+
+ROLES = ("node_admin", "notified_body", "manufacturer", "operator", "authority")
+
+_NBS = [("PTB Physikalisch-Technische Bundesanstalt", "0102", "DE"),
+        ("LNE Laboratoire national de métrologie et d'essais", "0071", "FR"),
+        ("NMi Certin B.V.", "0122", "NL")]
+_MANUFACTURERS = ["Elektro-Messtechnik Hansa GmbH", "Compteurs Bleus SA", "AquaMeter BV",
+                  "Gaswerk Instruments AG", "Nordic Heat Oy", "PumpTech Fuel Systems GmbH",
+                  "Balanza Precisa SL", "VoltCharge Technologies GmbH", "Itron-like Metering SE",
+                  "Wägetechnik Süd GmbH"]
+_OPERATORS = ["Stadtwerke Musterstadt", "Netz Nord GmbH", "Wasserverband Rhein",
+              "TankPunkt Tankstellen GmbH", "Ladepark Europa GmbH"]
+_AUTHORITIES = ["Eichamt Bayern (LGL)", "Landesamt für Mess- und Eichwesen Berlin-Brandenburg"]
+
+# (category, accuracy class, model) templates; two certificates per manufacturer
+_TYPES = [
+    (InstrumentCategory.MI_003, "B", "EM-340 three-phase meter"),
+    (InstrumentCategory.MI_003, "A", "EM-120 single-phase meter"),
+    (InstrumentCategory.MI_002, "1.5", "G4 diaphragm gas meter"),
+    (InstrumentCategory.MI_001, "2", "Q3=2.5 water meter"),
+    (InstrumentCategory.MI_004, "2", "ultrasonic heat meter"),
+    (InstrumentCategory.MI_005, "0.5", "fuel dispenser"),
+    (InstrumentCategory.NAWI, "III", "retail counter scale"),
+    (InstrumentCategory.DE_EV, "A", "AC wallbox with meter"),
+    (InstrumentCategory.DE_EV, "A", "DC fast charger meter"),
+    (InstrumentCategory.MI_006, "XIII", "automatic catchweigher"),
+]
+_NUTS = ["DE11", "DE21", "DE30", "DE40", "DE60", "DE71", "DE91", "DEA1", "DEB3", "DEE0"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoPopulation:
+    credentials: dict[str, dict[str, str]]
+    parties: int
+    certificates: int
+    instruments: int
+    events: int
+
+
+def _actor(party: dict[str, Any]) -> Actor:
+    return Actor(party_id=party["id"], role=PartyRole(party["role"]), country=party["country"],
+                 public_key=party["public_key"])
+
+
+def _software(name: str, version: str) -> SoftwareIdentification:
+    digest = hashlib.sha256(f"{name} {version}".encode()).hexdigest()
+    return SoftwareIdentification(name=name, version=version, algorithm=ChecksumAlgorithm.SHA256,
+                                  checksum=digest)
+
+
+def seed_demo(node: Node, *, instruments: int = 10_000, seed: int = 1,
+              progress: Callable[[str, int, int], None] | None = None) -> DemoPopulation:
+    rng = random.Random(seed)
+    step = progress or (lambda _what, _done, _total: None)
+
+    def admit(name: str, role: PartyRole, nb: str | None = None,
+              country: str | None = None) -> dict[str, Any]:
+        key = PrivateKey.generate(KeyAlgorithm.ED25519)
+        party, _ = pty.admit_party(node, None, name=name, role=role, nb_number=nb,
+                                   country=country, public_key=key.public_key.to_spki_b64())
+        return party
+
+    admin = admit("Node operator (member-state authority IT)", PartyRole.NODE_ADMIN)
+    nbs = [admit(n, PartyRole.NOTIFIED_BODY, nb, c) for n, nb, c in _NBS]
+    mans = [admit(n, PartyRole.MANUFACTURER) for n in _MANUFACTURERS]
+    ops = [admit(n, PartyRole.OPERATOR) for n in _OPERATORS]
+    auths = [admit(n, PartyRole.AUTHORITY) for n in _AUTHORITIES]
+    step("parties", 1, 1)
+
+    today = node.now().date()
+    cert_rows: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (certificate, manufacturer)
+    for i in range(20):
+        man = mans[i % len(mans)]
+        cat, acc, model = _TYPES[(i + i // len(mans)) % len(_TYPES)]
+        nb = nbs[i % len(nbs)]
+        sw_name = f"{model.split()[0]}-FW"
+        issued = today - timedelta(days=rng.randint(200, 3000))
+        draft = certs.CertificateDraft(
+            number=f"{nb['country']}-{nb['nb_number']}-{issued.year % 100:02d}-{i + 1:04d}",
+            holder_id=man["id"], category=cat, model=model, accuracy_class=acc,
+            software=(_software(sw_name, "1.0.0"), _software(sw_name, "1.1.0")),
+            module=ConformityModule.B, issued_on=issued,
+            valid_until=issued.replace(year=issued.year + 10),
+            rated_conditions={"temperature": "-25 °C .. +55 °C", "environment": "M1/E2"})
+        cert, _ = certs.issue_certificate(node, _actor(nb), draft)
+        cert_rows.append((cert, man))
+    step("certificates", 20, 20)
+
+    per_cert = max(1, instruments // len(cert_rows))
+    created: list[tuple[str, dict[str, Any], dict[str, Any]]] = []  # (id, cert, manufacturer)
+    total = 0
+    for k, (cert, man) in enumerate(cert_rows):
+        count = per_cert if k < len(cert_rows) - 1 else instruments - total
+        drafts = [inst.InstrumentDraft(
+            serial=f"{''.join(ch for ch in cert['model'] if ch.isalnum())[:3].upper()}"
+                   f"{k:02d}{n:07d}",
+            certificate_id=cert["id"], region=rng.choice(_NUTS),
+            device_keys=(PrivateKey.generate(KeyAlgorithm.ED25519).public_key.to_spki_b64(),))
+            for n in range(count)]
+        refs, _ = inst.register_instruments(node, _actor(man), drafts)
+        created.extend((r["id"], cert, man) for r in refs)
+        total += count
+        step("instruments", total, instruments)
+        decl.declare_conformity(node, _actor(man), certificate_id=cert["id"],
+                                instrument_ids=[r["id"] for r in refs][:2000],
+                                module=ConformityModule.D)
+
+    # life cycles, recorded per acting party in batches
+    batches: dict[str, tuple[dict[str, Any], list[ev.EventDraft]]] = {}
+
+    def add(party: dict[str, Any], draft: ev.EventDraft) -> None:
+        batches.setdefault(party["id"], (party, []))[1].append(draft)
+
+    def flush() -> int:
+        n = 0
+        for party, drafts in batches.values():
+            for start in range(0, len(drafts), 2000):
+                n += len(ev.record_events(node, _actor(party), drafts[start:start + 2000]))
+        batches.clear()
+        return n
+
+    for iid, _cert, man in created:
+        add(man, ev.EventDraft(instrument_id=iid, kind=EventKind.PLACED_ON_MARKET))
+    n_events = flush()
+    step("events", n_events, n_events)
+    in_service: list[tuple[str, dict[str, Any]]] = []
+    for iid, _cert, _man in created:
+        if rng.random() < 0.9:
+            op = rng.choice(ops)
+            add(op, ev.EventDraft(instrument_id=iid, kind=EventKind.PUT_INTO_SERVICE,
+                                  details={"region": rng.choice(_NUTS)}))
+            in_service.append((iid, op))
+    n_events += flush()
+    for iid, op in in_service:
+        r = rng.random()
+        if r < 0.6:
+            until = today + timedelta(days=rng.randint(-200, 8 * 365))
+            add(rng.choice(auths), ev.EventDraft(instrument_id=iid, kind=EventKind.VERIFIED,
+                                                 details={"verified_until": until.isoformat()}))
+        elif r < 0.63:
+            add(rng.choice(auths), ev.EventDraft(
+                instrument_id=iid, kind=EventKind.VERIFICATION_FAILED,
+                details={"reason": "error outside the in-service MPE"}))
+        elif r < 0.68:
+            add(op, ev.EventDraft(instrument_id=iid, kind=EventKind.RELOCATED,
+                                  details={"region": rng.choice(_NUTS)}))
+        elif r < 0.70:
+            add(op, ev.EventDraft(instrument_id=iid, kind=EventKind.TAKEN_OUT_OF_SERVICE))
+        elif r < 0.71:
+            add(op, ev.EventDraft(instrument_id=iid, kind=EventKind.SEAL_BROKEN,
+                                  details={"note": "seal found broken at meter reading"}))
+    n_events += flush()
+    for iid, op in in_service[: len(in_service) // 50]:
+        add(op, ev.EventDraft(instrument_id=iid, kind=EventKind.DECOMMISSIONED))
+    n_events += flush()
+    step("events", n_events, n_events)
+
+    # one certificate suspended, one withdrawn
+    suspended, withdrawn = cert_rows[-1][0], cert_rows[-2][0]
+    for cert, action in ((suspended, CertificateAction.SUSPEND),
+                         (withdrawn, CertificateAction.WITHDRAW)):
+        nb = next(n for n in nbs if n["id"] == cert["notified_body_id"])
+        certs.change_certificate(node, _actor(nb), cert["id"], action,
+                                 reason="demo: non-conformity found during surveillance")
+
+    creds: dict[str, dict[str, str]] = {}
+    for role, party in (("node_admin", admin), ("notified_body", nbs[0]),
+                        ("manufacturer", mans[0]), ("operator", ops[0]),
+                        ("authority", auths[0])):
+        c = pty.issue_credential(node, None, party["id"], label="demo")
+        creds[role] = {"party_id": party["id"], "token": c.token}
+    return DemoPopulation(credentials=creds, parties=1 + len(nbs) + len(mans) + len(ops) +
+                          len(auths), certificates=len(cert_rows), instruments=total,
+                          events=n_events)
+
+

@@ -1,0 +1,212 @@
+"""Instruments: bulk registration, look-up and search."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
+
+from metrocloud.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from metrocloud.domain.instruments import LifeCycleState, validate_nuts, validate_serial
+from metrocloud.domain.parties import PartyRole
+from metrocloud.domain.types import SoftwareIdentification
+from metrocloud.services.certificates import to_domain
+from metrocloud.services.common import (
+    Actor,
+    Page,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    log_reads,
+    require_role,
+)
+from metrocloud.services.node import Node
+from metrocloud.services.visibility import check_can_read, granted_ids, visible_filter
+from metrocloud.store.ids import new_ids
+from metrocloud.store.schema import certificates, device_keys, instruments
+from metrocloud.trust.keys import PublicKey
+
+__all__ = [
+    "InstrumentDraft",
+    "get_instrument",
+    "instrument_out",
+    "instrument_row",
+    "register_instruments",
+    "search_instruments",
+]
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InstrumentDraft:
+    serial: str
+    certificate_id: str
+    device_keys: Sequence[str] = field(default_factory=tuple)
+    region: str | None = None
+    software: SoftwareIdentification | None = None
+
+
+def instrument_out(row: Any, keys: Sequence[Any] = ()) -> dict[str, Any]:
+    return {
+        "id": row.id, "serial": row.serial, "manufacturer_id": row.manufacturer_id,
+        "certificate_id": row.certificate_id, "category": row.category, "state": row.state,
+        "operator_id": row.operator_id, "region": row.region,
+        "verified_until": row.verified_until.isoformat() if row.verified_until else None,
+        "software": row.software, "event_count": row.event_count,
+        "registered_leaf": row.registered_leaf, "leaf_index": row.leaf_index,
+        "device_keys": [{"key_id": k.key_id, "algorithm": k.algorithm,
+                         "public_key": k.public_key, "revoked": k.revoked_leaf is not None}
+                        for k in keys],
+    }
+
+
+def _check_duplicates(conn: Connection, manufacturer: str, serials: list[str],
+                      key_ids: list[str]) -> None:
+    seen: set[str] = set()
+    for s in serials:
+        if s in seen:
+            raise Conflict(f"serial {s!r} appears twice in this batch")
+        seen.add(s)
+    seen_keys: set[str] = set()
+    for k in key_ids:
+        if k in seen_keys:
+            raise Conflict(f"device key {k[:16]}... appears twice in this batch")
+        seen_keys.add(k)
+    for start in range(0, len(serials), _CHUNK):
+        chunk = serials[start:start + _CHUNK]
+        dup = conn.execute(select(instruments.c.serial).where(
+            instruments.c.manufacturer_id == manufacturer,
+            instruments.c.serial.in_(chunk)).limit(1)).scalar_one_or_none()
+        if dup is not None:
+            raise Conflict(f"serial {dup!r} is already registered by this manufacturer")
+    for start in range(0, len(key_ids), _CHUNK):
+        chunk = key_ids[start:start + _CHUNK]
+        dup = conn.execute(select(device_keys.c.key_id).where(
+            device_keys.c.key_id.in_(chunk)).limit(1)).scalar_one_or_none()
+        if dup is not None:
+            raise Conflict(f"device key {dup[:16]}... is already registered to an instrument")
+
+
+def register_instruments(node: Node, actor: Actor, drafts: Sequence[InstrumentDraft],
+                         extra: dict[str, Any] | None = None
+                         ) -> tuple[list[dict[str, Any]], int]:
+    """Register instruments in one transaction: all of them, or none."""
+    require_role(actor, PartyRole.MANUFACTURER, action="register instruments")
+    limit = node.settings.max_batch
+    if not drafts:
+        raise InvalidInput("a registration needs at least one instrument")
+    if len(drafts) > limit:
+        raise InvalidInput(f"a registration holds at most {limit} instruments, got {len(drafts)}")
+    today = node.now().date()
+    ids = new_ids("ins", node.country, len(drafts))
+    items: list[dict[str, Any]] = []
+    key_ids: list[str] = []
+    with node.db.write() as conn:
+        certs: dict[str, Any] = {}
+        for cid in {d.certificate_id for d in drafts}:
+            row = conn.execute(select(certificates).where(certificates.c.id == cid)).first()
+            if row is None:
+                raise NotFound(f"certificate {cid} does not exist")
+            if row.holder_id != actor.party_id:
+                raise Forbidden(f"certificate {cid} is held by another manufacturer; only its "
+                                "holder registers instruments of that type",
+                                rule="MID 2014/32/EU Art. 8 (manufacturer obligations)")
+            cert = to_domain(row)
+            cert.ensure_allows_registration(today)
+            certs[cid] = cert
+        for iid, d in zip(ids, drafts, strict=True):
+            validate_serial(d.serial)
+            cert = certs[d.certificate_id]
+            software = d.software or cert.instrument_type.software[-1]
+            if not cert.instrument_type.approves(software):
+                raise InvalidInput(
+                    f"instrument {d.serial}: software {software.name} {software.version} "
+                    f"({software.checksum[:12]}...) is not approved by certificate {cert.number}",
+                    rule="WELMEC 7.2 S1; MID Annex II module B point 3")
+            keys = []
+            for k in d.device_keys:
+                pk = PublicKey.from_any(k)
+                keys.append({"alg": pk.algorithm.value, "public_key": pk.to_spki_b64()})
+                key_ids.append(pk.key_id)
+            item: dict[str, Any] = {"id": iid, "serial": d.serial,
+                                    "certificate_id": d.certificate_id,
+                                    "software": software.as_dict(), "device_keys": keys}
+            if d.region is not None:
+                item["region"] = validate_nuts(d.region)
+            items.append(item)
+        _check_duplicates(conn, actor.party_id, [d.serial for d in drafts], key_ids)
+        body = {"manufacturer_id": actor.party_id, "instruments": items}
+        try:
+            rec = node.commit(conn, [node.statement(
+                kind="instruments.registered", signer=actor.party_id, body=body, extra=extra)])
+        except IntegrityError as exc:
+            raise Conflict("registration collides with an existing instrument or device key "
+                           "(registered concurrently); nothing was registered") from exc
+    leaf = rec.leaf_indexes[0]
+    return [{"id": it["id"], "serial": it["serial"], "leaf_index": leaf} for it in items], leaf
+
+
+def instrument_row(conn: Connection, instrument_id: str) -> Any:
+    row = conn.execute(select(instruments).where(instruments.c.id == instrument_id)).first()
+    if row is None:
+        raise NotFound(f"instrument {instrument_id} does not exist")
+    return row
+
+
+def get_instrument(node: Node, actor: Actor, instrument_id: str) -> dict[str, Any]:
+    with node.db.write() as conn:
+        row = instrument_row(conn, instrument_id)
+        by_grant = check_can_read(conn, actor, row)
+        keys = conn.execute(select(device_keys).where(
+            device_keys.c.instrument_id == row.id).order_by(device_keys.c.key_id)).all()
+        log_reads(conn, actor, node.timestamp(), "instrument.read", "instrument",
+                  [(row.id, (row.manufacturer_id, row.operator_id))],
+                  via_grant=[row.id] if by_grant else ())
+    return instrument_out(row, keys)
+
+
+def search_instruments(node: Node, actor: Actor, *, serial: str | None = None,
+                       certificate_id: str | None = None, manufacturer_id: str | None = None,
+                       operator_id: str | None = None, state: LifeCycleState | None = None,
+                       region: str | None = None, category: str | None = None,
+                       limit: int = 100, cursor: str | None = None) -> Page[dict[str, Any]]:
+    check_limit(limit)
+    if actor.role is PartyRole.NODE_ADMIN:
+        raise Forbidden("the node admin reads no instrument data",
+                        rule="ARCHITECTURE.md decision 4 (data sovereignty)")
+    i = instruments.c
+    after = decode_cursor(cursor, 1)
+    with node.db.write() as conn:
+        q = select(instruments).where(visible_filter(conn, actor)).order_by(i.id).limit(limit + 1)
+        if after:
+            q = q.where(i.id > after[0])
+        if serial:
+            q = q.where(i.serial == serial)
+        if certificate_id:
+            q = q.where(i.certificate_id == certificate_id)
+        if manufacturer_id:
+            q = q.where(i.manufacturer_id == manufacturer_id)
+        if operator_id:
+            q = q.where(i.operator_id == operator_id)
+        if state:
+            q = q.where(i.state == state.value)
+        if region:
+            q = q.where(i.region.startswith(validate_nuts(region), autoescape=True))
+        if category:
+            q = q.where(i.category == category)
+        rows = list(conn.execute(q).all())
+        page = rows[:limit]
+        by_grant = granted_ids(conn, actor, page)
+        log_reads(conn, actor, node.timestamp(), "instrument.search", "instrument",
+                  [(r.id, (r.manufacturer_id, r.operator_id)) for r in page], via_grant=by_grant)
+        keys: dict[str, list[Any]] = {}
+        if page:
+            for k in conn.execute(select(device_keys).where(device_keys.c.instrument_id.in_(
+                    [r.id for r in page])).order_by(device_keys.c.key_id)):
+                keys.setdefault(k.instrument_id, []).append(k)
+    nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
+    return Page([instrument_out(r, keys.get(r.id, ())) for r in page], nxt)

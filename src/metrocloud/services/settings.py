@@ -1,0 +1,38 @@
+"""Node settings, from arguments, environment (``METROCLOUD_*``) or defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Everything a node needs to start. Every field can be set as ``METROCLOUD_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="METROCLOUD_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("metrocloud-data"),
+                           description="Directory for keys, the SQLite file and the lake.")
+    db: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir.")
+    db_schema: str | None = Field(default=None,
+                                  description="PostgreSQL schema (search_path) to use.")
+    country: str = Field(default="DE", description="Member state of this node (ISO 3166-1).")
+    node_name: str = Field(default="metrocloud node", description="Human-readable node name.")
+    host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    port: int = Field(default=8000, description="Port the API listens on.")
+    public_base_url: str | None = Field(default=None, description="URL under which peers and "
+                                        "users reach this node; default http://HOST:PORT.")
+    token_ttl_days: int = Field(default=90, description="Lifetime of issued bearer tokens.")
+    max_batch: int = Field(default=10_000, description="Most instruments in one registration.")
+
+    def database_url(self) -> str:
+        if self.db:
+            return self.db
+        return f"sqlite:///{(self.data_dir / 'registry.sqlite3').resolve()}"
+
+    def base_url(self) -> str:
+        return self.public_base_url or f"http://{self.host}:{self.port}"

@@ -1,0 +1,115 @@
+"""The storage boundary: one engine, migrations, and read/write transactions.
+
+SQLite (the embedded default) and PostgreSQL run the same code. Writes go through
+:meth:`Database.write`, which on SQLite serializes writers in-process (SQLite has one writer
+anyway; serializing here avoids ``database is locked`` under a thread pool) and on PostgreSQL
+relies on the ledger's row lock to order appends.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from metrocloud.domain.errors import InvalidInput, MetrocloudError
+
+__all__ = ["Database", "StorageUnavailable", "sqlite_url"]
+
+
+class StorageUnavailable(MetrocloudError):
+    """The database cannot be reached or opened."""
+
+    code = "storage-unavailable"
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'registry.sqlite3').resolve()}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA cache_size=-65536")
+    cur.execute("PRAGMA temp_store=MEMORY")
+    cur.close()
+
+
+class Database:
+    """One database: SQLite file or PostgreSQL server."""
+
+    def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise InvalidInput(f"not a database URL: {url!r} (expected sqlite:///PATH or "
+                               "postgresql+psycopg://USER@HOST:PORT/DB)") from exc
+        self.url = parsed
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise InvalidInput(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.dialect == "sqlite":
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+            if schema:
+                kwargs["connect_args"] = {"options": f"-csearch_path={schema}"}
+        self.engine: Engine = create_engine(parsed, **kwargs)
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._write_lock = threading.RLock() if self.dialect == "sqlite" else None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    def describe(self) -> str:
+        """The URL without its password, safe to print and log."""
+        return self.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction: commits on success, rolls back on any exception."""
+        if self._write_lock is not None:
+            with self._write_lock, self.engine.begin() as conn:
+                yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(files("metrocloud.store") / "migrations"))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except OperationalError as exc:
+            raise StorageUnavailable(
+                f"cannot open database {self.describe()}: {exc.orig}") from exc
+
+    def table_names(self) -> list[str]:
+        return inspect(self.engine).get_table_names()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,211 @@
+"""Registry tables (SQLAlchemy Core).
+
+The registry is a *view* of the transparency log (ARCHITECTURE.md decision 1): every row that
+holds a legally relevant fact carries the leaf index of the statement that last changed it,
+and :mod:`metrocloud.services.audit` rebuilds the rows from the log to find tampering.
+Credentials, grants and the access log are operational records, not legal facts; they are not
+in the log.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = [
+    "access_log",
+    "certificate_history",
+    "certificates",
+    "credentials",
+    "declarations",
+    "device_keys",
+    "events",
+    "grants",
+    "instruments",
+    "metadata",
+    "node_meta",
+    "parties",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = String(40)
+
+node_meta = Table(
+    "node_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+parties = Table(
+    "parties",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("nb_number", String(4), nullable=True, unique=True),
+    Column("public_key", Text, nullable=True),
+    Column("key_id", String(64), nullable=True, unique=True),
+    Column("admitted_at", String(30), nullable=False),
+    Column("leaf_index", BigInteger, nullable=False),
+)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("token_id", String(16), primary_key=True),
+    Column("party_id", ID, ForeignKey("parties.id"), nullable=False, index=True),
+    Column("secret_hash", LargeBinary(32), nullable=False),
+    Column("key_id", String(64), nullable=True),
+    Column("label", String(200), nullable=False, default=""),
+    Column("issued_at", String(30), nullable=False),
+    Column("expires_at", String(30), nullable=True),
+    Column("revoked_at", String(30), nullable=True),
+)
+
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("number", String(80), nullable=False, unique=True),
+    Column("notified_body_id", ID, ForeignKey("parties.id"), nullable=False, index=True),
+    Column("holder_id", ID, ForeignKey("parties.id"), nullable=False, index=True),
+    Column("module", String(4), nullable=False),
+    Column("category", String(8), nullable=False, index=True),
+    Column("model", String(200), nullable=False),
+    Column("accuracy_class", String(16), nullable=False),
+    Column("software", JSON, nullable=False),
+    Column("rated_conditions", JSON, nullable=False),
+    Column("issued_on", Date, nullable=False),
+    Column("valid_until", Date, nullable=False),
+    Column("status", String(12), nullable=False, index=True),
+    Column("revision", Integer, nullable=False),
+    Column("leaf_index", BigInteger, nullable=False),
+)
+
+certificate_history = Table(
+    "certificate_history",
+    metadata,
+    Column("certificate_id", ID, ForeignKey("certificates.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("action", String(12), nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", String(30), nullable=False),
+    Column("leaf_index", BigInteger, nullable=False),
+)
+
+instruments = Table(
+    "instruments",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("serial", String(64), nullable=False),
+    Column("manufacturer_id", ID, ForeignKey("parties.id"), nullable=False),
+    Column("certificate_id", ID, ForeignKey("certificates.id"), nullable=False),
+    Column("category", String(8), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("operator_id", ID, ForeignKey("parties.id"), nullable=True),
+    Column("region", String(5), nullable=True),
+    Column("verified_until", Date, nullable=True),
+    Column("software", JSON, nullable=True),
+    Column("event_count", Integer, nullable=False, default=0),
+    Column("registered_leaf", BigInteger, nullable=False),
+    Column("leaf_index", BigInteger, nullable=False),
+    UniqueConstraint("manufacturer_id", "serial", name="uq_instruments_manufacturer_serial"),
+    Index("ix_instruments_serial", "serial"),
+    Index("ix_instruments_manufacturer_id", "manufacturer_id", "id"),
+    Index("ix_instruments_certificate_id", "certificate_id", "id"),
+    Index("ix_instruments_operator_id", "operator_id", "id"),
+    Index("ix_instruments_state_id", "state", "id"),
+    Index("ix_instruments_category_id", "category", "id"),
+    Index("ix_instruments_region_id", "region", "id"),
+)
+
+device_keys = Table(
+    "device_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("instrument_id", ID, ForeignKey("instruments.id"), nullable=False, index=True),
+    Column("algorithm", String(24), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("revoked_leaf", BigInteger, nullable=True),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("instrument_id", ID, ForeignKey("instruments.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("kind", String(24), nullable=False),
+    Column("occurred_at", String(30), nullable=False),
+    Column("recorded_by", ID, ForeignKey("parties.id"), nullable=False),
+    Column("details", JSON, nullable=False),
+    Column("state_after", String(20), nullable=False),
+    Column("leaf_index", BigInteger, nullable=False),
+    UniqueConstraint("instrument_id", "seq", name="uq_events_instrument_seq"),
+)
+
+declarations = Table(
+    "declarations",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("certificate_id", ID, ForeignKey("certificates.id"), nullable=False, index=True),
+    Column("manufacturer_id", ID, ForeignKey("parties.id"), nullable=False, index=True),
+    Column("module", String(4), nullable=False),
+    Column("instrument_ids", JSON, nullable=False),
+    Column("declared_on", Date, nullable=False),
+    Column("document_sha256", String(64), nullable=True),
+    Column("leaf_index", BigInteger, nullable=False),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("owner_id", ID, ForeignKey("parties.id"), nullable=False, index=True),
+    Column("grantee_id", ID, ForeignKey("parties.id"), nullable=False, index=True),
+    Column("instrument_id", ID, nullable=True),  # None: all of the owner's instruments
+    Column("created_at", String(30), nullable=False),
+    Column("revoked_at", String(30), nullable=True),
+)
+
+access_log = Table(
+    "access_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("at", String(30), nullable=False),
+    Column("owner_id", ID, nullable=False),
+    Column("reader_id", ID, nullable=False),
+    Column("reader_role", String(20), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("resource_type", String(20), nullable=False),
+    Column("resource_id", ID, nullable=False),
+    Column("via_grant", Boolean, nullable=False, default=False),
+    Index("ix_access_log_owner_id", "owner_id", "id"),
+)

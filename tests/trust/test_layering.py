@@ -1,0 +1,55 @@
+"""Layer rule: trust imports only the standard library, cryptography, rfc8785, domain.errors."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import metrocloud.trust
+
+PACKAGE = Path(metrocloud.trust.__file__).parent
+ALLOWED_THIRD_PARTY = {"cryptography", "rfc8785"}
+ALLOWED_METROCLOUD = {"metrocloud.domain.errors"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path.name}: relative import"
+            assert node.module is not None
+            if node.module == "metrocloud.trust":
+                found.update(f"metrocloud.trust.{alias.name}" for alias in node.names)
+            else:
+                found.add(node.module)
+    return found
+
+
+def test_trust_imports_only_allowed_modules() -> None:
+    offenders = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        for module in _imports(path):
+            top = module.split(".")[0]
+            if top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY:
+                continue
+            if module in ALLOWED_METROCLOUD or module.startswith("metrocloud.trust."):
+                continue
+            offenders.append(f"{path.name}: {module}")
+    assert offenders == []
+
+
+def test_every_module_declares_all() -> None:
+    for path in sorted(PACKAGE.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {
+            target.id
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
+        assert "__all__" in names, path.name
