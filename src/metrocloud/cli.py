@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,23 +20,46 @@ from metrocloud.domain.parties import PartyRole
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(name="metrocloud", no_args_is_help=True, add_completion=False,
-                  help="metrocloud: the core platform of the European Metrology Cloud.")
+app = typer.Typer(
+    name="metrocloud",
+    no_args_is_help=True,
+    add_completion=False,
+    help="metrocloud: the core platform of the European Metrology Cloud.",
+)
 ledger_app = typer.Typer(no_args_is_help=True, help="The node's transparency log.")
 app.add_typer(ledger_app, name="ledger")
 
 out = Console()
 err = Console(stderr=True)
 
-DataDir = Annotated[Path, typer.Option("--data-dir", "-d", envvar="METROCLOUD_DATA_DIR",
-                                       help="Directory for keys, the SQLite file and the lake.")]
-Db = Annotated[str | None, typer.Option("--db", envvar="METROCLOUD_DB",
-                                        help="Database URL, e.g. postgresql+psycopg://"
-                                        "user@127.0.0.1:5432/db; default SQLite in --data-dir.")]
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        "-d",
+        envvar="METROCLOUD_DATA_DIR",
+        help="Directory for keys, the SQLite file and the lake.",
+    ),
+]
+Db = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="METROCLOUD_DB",
+        help="Database URL, e.g. postgresql+psycopg://"
+        "user@127.0.0.1:5432/db; default SQLite in --data-dir.",
+    ),
+]
 Host = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 Port = Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")]
-Country = Annotated[str, typer.Option("--country", envvar="METROCLOUD_COUNTRY",
-                                      help="Member state of the node (ISO 3166-1 alpha-2).")]
+Country = Annotated[
+    str,
+    typer.Option(
+        "--country",
+        envvar="METROCLOUD_COUNTRY",
+        help="Member state of the node (ISO 3166-1 alpha-2).",
+    ),
+]
 
 
 class CliError(Exception):
@@ -63,8 +85,14 @@ def _settings(data_dir: Path, db: str | None, **kw: Any) -> Any:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, transient=False)
+    return Progress(
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
 
 
 def _tracker(bar: Progress) -> Callable[[str, int, int], None]:
@@ -103,8 +131,9 @@ def version() -> None:
 
 
 @app.command()
-def init(data_dir: DataDir = Path("metrocloud-data"), db: Db = None,
-         country: Country = "DE") -> None:
+def init(
+    data_dir: DataDir = Path("metrocloud-data"), db: Db = None, country: Country = "DE"
+) -> None:
     """Create a node: its key (encrypted at rest), database, log and a node admin.
 
     Prints the node admin's token once and writes it to DATA_DIR/credentials.json.
@@ -117,37 +146,49 @@ def init(data_dir: DataDir = Path("metrocloud-data"), db: Db = None,
         with node.db.read() as conn:
             size = node.log.tree_size(conn)
         if size:
-            raise CliError(f"{data_dir} already holds a node with {size} log entries; "
-                           "nothing was changed")
+            raise CliError(
+                f"{data_dir} already holds a node with {size} log entries; nothing was changed"
+            )
         admin, _ = pty.admit_party(node, None, name="Node admin", role=PartyRole.NODE_ADMIN)
         cred = pty.issue_credential(node, None, admin["id"], label="init")
-        path = _credentials_file(data_dir, {"node_admin": {"party_id": admin["id"],
-                                                           "token": cred.token}})
+        path = _credentials_file(
+            data_dir, {"node_admin": {"party_id": admin["id"], "token": cred.token}}
+        )
     out.print(f"node {node.node_id} created in {data_dir} ({node.db.describe()})")
     out.print(f"node admin token (shown once, also in {path}):\n{cred.token}")
 
 
 @app.command()
-def serve(data_dir: DataDir = Path("metrocloud-data"), db: Db = None,
-          host: Host = "127.0.0.1", port: Port = 8000, country: Country = "DE") -> None:
+def serve(
+    data_dir: DataDir = Path("metrocloud-data"),
+    db: Db = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    country: Country = "DE",
+) -> None:
     """Run the node's API (REST under /api/v1, OpenAPI at /api/v1/docs)."""
     from metrocloud.services.node import Node
 
     with _errors():
-        node = Node.open(_settings(data_dir, db, country=country, host=host, port=port),
-                         create=False)
+        node = Node.open(
+            _settings(data_dir, db, country=country, host=host, port=port), create=False
+        )
     err.print(f"serving node {node.node_id} on http://{host}:{port}/api/v1")
     _serve(node, host, port)
 
 
 @app.command()
-def demo(data_dir: DataDir = Path("metrocloud-demo"), db: Db = None,
-         host: Host = "127.0.0.1", port: Port = 8000,
-         instruments: Annotated[int, typer.Option(help="Instruments to seed.", min=20)] = 10_000,
-         seed: Annotated[int, typer.Option(help="Seed of the population.")] = 1,
-         no_serve: Annotated[bool, typer.Option("--no-serve",
-                                                help="Seed and exit; do not serve.")] = False,
-         ) -> None:
+def demo(
+    data_dir: DataDir = Path("metrocloud-demo"),
+    db: Db = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    instruments: Annotated[int, typer.Option(help="Instruments to seed.", min=20)] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the population.")] = 1,
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="Seed and exit; do not serve.")
+    ] = False,
+) -> None:
     """A node on embedded defaults, seeded with a realistic population, then served.
 
     Writes one token per role to DATA_DIR/credentials.json. Re-running on the same
@@ -165,16 +206,18 @@ def demo(data_dir: DataDir = Path("metrocloud-demo"), db: Db = None,
             creds = json.loads(creds_path.read_text())
             err.print(f"{data_dir} holds a seeded node ({size} log entries); serving it")
         elif size:
-            raise CliError(f"{data_dir} holds a node that was not seeded by 'demo'; "
-                           "use another --data-dir")
+            raise CliError(
+                f"{data_dir} holds a node that was not seeded by 'demo'; use another --data-dir"
+            )
         else:
             with _progress() as bar:
-                pop = seed_demo(node, instruments=instruments, seed=seed,
-                                progress=_tracker(bar))
+                pop = seed_demo(node, instruments=instruments, seed=seed, progress=_tracker(bar))
             creds = pop.credentials
             _credentials_file(data_dir, creds)
-            err.print(f"seeded {pop.parties} parties, {pop.certificates} certificates, "
-                      f"{pop.instruments} instruments, {pop.events} life-cycle events")
+            err.print(
+                f"seeded {pop.parties} parties, {pop.certificates} certificates, "
+                f"{pop.instruments} instruments, {pop.events} life-cycle events"
+            )
     url = f"http://{host}:{port}/api/v1"
     table = Table(title=f"metrocloud demo node {node.node_id}")
     table.add_column("role", no_wrap=True)
@@ -198,14 +241,14 @@ def ledger_verify(data_dir: DataDir = Path("metrocloud-data"), db: Db = None) ->
         with _progress() as bar, node.db.read() as conn:
             track = _tracker(bar)
             report = node.log.verify_storage(
-                conn, progress=lambda done, total: track("entries", done, total))
+                conn, progress=lambda done, total: track("entries", done, total)
+            )
     if not report.ok:
         for p in report.problems:
             err.print(f"[red]FAIL[/red] {p}", highlight=False, soft_wrap=True)
         err.print(f"ledger verification failed: {len(report.problems)} problem(s)")
         raise typer.Exit(1)
-    out.print(f"ledger ok: {report.tree_size} entries, {report.heads_checked} signed heads "
-              "checked")
+    out.print(f"ledger ok: {report.tree_size} entries, {report.heads_checked} signed heads checked")
 
 
 @app.command()
@@ -223,8 +266,10 @@ def audit(data_dir: DataDir = Path("metrocloud-data"), db: Db = None) -> None:
             err.print(f"[red]MISMATCH[/red] {p}", highlight=False, soft_wrap=True)
         err.print(f"audit failed: {len(report.problems)} row(s) disagree with the log")
         raise typer.Exit(1)
-    out.print(f"audit ok: {report.statements} statements replayed, {report.rows_compared} "
-              "rows agree with the log")
+    out.print(
+        f"audit ok: {report.statements} statements replayed, {report.rows_compared} "
+        "rows agree with the log"
+    )
 
 
 def main() -> None:
@@ -232,4 +277,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

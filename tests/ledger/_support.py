@@ -39,8 +39,6 @@ def all_nodes(hashes: list[bytes]) -> dict[NodeKey, bytes]:
     level = 0
     while 1 << level <= len(hashes):
         for index in range(len(hashes) >> level):
-            nodes[(level, index)] = root_from_leaves(
-                hashes[index << level : (index + 1) << level]
-            )
+            nodes[(level, index)] = root_from_leaves(hashes[index << level : (index + 1) << level])
         level += 1
     return nodes

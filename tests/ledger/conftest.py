@@ -2,47 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 
 from metrocloud.ledger import TransparencyLog, create_schema
 from metrocloud.trust.keys import PrivateKey
 
+from .._pg import PG_URL, fresh_schema
 from ._support import Clock
-
-PG_URL = os.environ.get(
-    "METROCLOUD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-@cache
-def _pg_unreachable() -> str | None:
-    """None if PostgreSQL answers, else the reason it does not."""
-    engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    finally:
-        engine.dispose()
-    return None
-
-
-def _require_pg() -> None:
-    reason = _pg_unreachable()
-    if reason is None:
-        return
-    message = f"PostgreSQL at {PG_URL} is unreachable ({reason})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}; PostgreSQL tests are mandatory when CI=true")
-    pytest.skip(f"{message}; these tests are skipped outside CI (CI != 'true')")
 
 
 def _sqlite_engine(path: Path) -> Engine:
@@ -61,23 +31,16 @@ def _sqlite_engine(path: Path) -> Engine:
 @pytest.fixture
 def pg_engine() -> Iterator[Engine]:
     """An engine whose search_path is a fresh schema ``t_<uuid>``, dropped afterwards."""
-    _require_pg()
-    schema = f"t_{uuid.uuid4().hex}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_engine(
-        PG_URL, connect_args={"options": f"-csearch_path={schema}"}, pool_size=8
-    )
-    try:
-        with engine.begin() as conn:
-            create_schema(conn)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_schema() as schema:
+        engine = create_engine(
+            PG_URL, connect_args={"options": f"-csearch_path={schema}"}, pool_size=8
+        )
+        try:
+            with engine.begin() as conn:
+                create_schema(conn)
+            yield engine
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -19,7 +19,9 @@ from ._support import all_nodes, leaf_hashes
 ROOT = bytes(range(32))
 
 
-def _head(key: PrivateKey, size: int = 7, root: bytes = ROOT, log_id: str = "log") -> SignedTreeHead:
+def _head(
+    key: PrivateKey, size: int = 7, root: bytes = ROOT, log_id: str = "log"
+) -> SignedTreeHead:
     return sign_tree_head(key, log_id=log_id, tree_size=size, root_hash=root, timestamp=1234)
 
 
@@ -85,7 +87,7 @@ def test_verify_rejects_other_keys_and_altered_fields(
         {"timestamp": 1235},
         {"log_id": "other"},
     ):
-        forged = dataclasses.replace(head, **change)  # type: ignore[arg-type]
+        forged = dataclasses.replace(head, **change)
         with pytest.raises(VerificationError, match="at size"):
             forged.verify(key.public_key)
 

@@ -135,7 +135,7 @@ def test_invalid_proof_arguments_carry_evidence(engine: Engine, log: Transparenc
             log.inclusion_proof(conn, 10, 10)
         with pytest.raises(InvalidInput, match="leaf index -1"):
             log.inclusion_proof(conn, -1, 10)
-        with pytest.raises(InvalidInput, match="at tree size 11 asked of log .* holds 10"):
+        with pytest.raises(InvalidInput, match=r"at tree size 11 asked of log .* holds 10"):
             log.inclusion_proof(conn, 0, 11)
         with pytest.raises(InvalidInput, match="at tree size 11 asked"):
             log.consistency_proof(conn, 1, 11)

@@ -70,9 +70,7 @@ def test_every_size_up_to_300_with_random_indices() -> None:
             verify_inclusion(hashes[index], index, size, proof, root)
             for position in range(len(proof)):
                 with pytest.raises(VerificationError):
-                    verify_inclusion(
-                        hashes[index], index, size, _flip(proof, position, 255), root
-                    )
+                    verify_inclusion(hashes[index], index, size, _flip(proof, position, 255), root)
             if proof:
                 with pytest.raises(VerificationError):
                     verify_inclusion(hashes[index], index, size, proof[:-1], root)

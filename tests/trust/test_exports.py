@@ -14,6 +14,7 @@ INTENDED = {
     # keys.py
     "KeyAlgorithm",
     "PublicKey",
+    "describe_public_key",
     "PrivateKey",
     "KeyStore",
     # statements.py
@@ -40,7 +41,13 @@ INTENDED = {
 
 MODULES = {
     "metrocloud.trust.canonical": {"canonical_json", "canonical_json_hash"},
-    "metrocloud.trust.keys": {"KeyAlgorithm", "PublicKey", "PrivateKey", "KeyStore"},
+    "metrocloud.trust.keys": {
+        "KeyAlgorithm",
+        "PublicKey",
+        "PrivateKey",
+        "KeyStore",
+        "describe_public_key",
+    },
     "metrocloud.trust.statements": {
         "STATEMENT_DOMAIN",
         "REQUEST_DOMAIN",

@@ -257,3 +257,29 @@ def test_generate_rejects_unknown_algorithm() -> None:
     with pytest.raises(InvalidInput, match="unsupported key algorithm 'rsa'"):
         PrivateKey.generate("rsa")  # type: ignore[arg-type]
     assert PrivateKey.generate("ecdsa-p256-sha256").algorithm is KeyAlgorithm.ECDSA_P256  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("algorithm", list(KeyAlgorithm))
+def test_describe_public_key_agrees_with_full_parse(algorithm: KeyAlgorithm) -> None:
+    from metrocloud.trust.keys import describe_public_key
+
+    public = PrivateKey.generate(algorithm).public_key
+    for text in (public.to_spki_b64(), public.to_pem(), f"  {public.to_spki_b64()}\n"):
+        assert describe_public_key(text) == (
+            public.algorithm,
+            public.key_id,
+            public.to_spki_b64(),
+        )
+
+
+def test_describe_public_key_rejects_what_the_full_parse_rejects() -> None:
+    import base64
+
+    from metrocloud.domain.errors import InvalidInput
+    from metrocloud.trust.keys import describe_public_key
+
+    good = PrivateKey.generate().public_key.to_spki_b64()
+    wrong_prefix = base64.b64encode(b"\x30\x2a" + b"\x00" * 42).decode()
+    for bad in (wrong_prefix, good[:-4] + "!!!!", "", "AAAA", good[:59]):
+        with pytest.raises(InvalidInput):
+            describe_public_key(bad)

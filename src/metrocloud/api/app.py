@@ -6,8 +6,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
 
 from metrocloud import __version__
+from metrocloud.api.deps import BODY_MODELS
 from metrocloud.api.problems import install_problem_handlers
 from metrocloud.api.routes import certificates, instruments, parties, public
 from metrocloud.api.schemas import Problem
@@ -35,9 +37,14 @@ _ERRORS = {
 
 
 def create_app(node: Node) -> FastAPI:
-    app = FastAPI(title="metrocloud node API", version=__version__, description=_DESCRIPTION,
-                  docs_url=f"{API_PREFIX}/docs", openapi_url=f"{API_PREFIX}/openapi.json",
-                  redoc_url=None)
+    app = FastAPI(
+        title="metrocloud node API",
+        version=__version__,
+        description=_DESCRIPTION,
+        docs_url=f"{API_PREFIX}/docs",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        redoc_url=None,
+    )
     app.state.node = node
     install_problem_handlers(app)
     for r in (public.router, parties.router, certificates.router, instruments.router):
@@ -46,9 +53,16 @@ def create_app(node: Node) -> FastAPI:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                             routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        _, defs = models_json_schema(
+            [(m, "validation") for m in sorted(BODY_MODELS, key=lambda m: m.__name__)],
+            ref_template="#/components/schemas/{model}",
+        )
+        for name, sub in defs.get("$defs", {}).items():
+            comps.setdefault(name, sub)
         comps["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
         ref = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
         for path in schema.get("paths", {}).values():

@@ -10,13 +10,15 @@ role and any relationship to the record named in the path (403/404), and verify 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from metrocloud.domain.errors import InvalidInput, Unauthenticated
@@ -37,9 +39,13 @@ __all__ = [
     "guard",
 ]
 
+M = TypeVar("M", bound=BaseModel)
 SIGNATURE_HEADER = "Metrocloud-Signature"
-bearer = HTTPBearer(auto_error=False, description="A token issued by the node "
-                    "(`mct_<id>_<secret>`); see docs/api.md#authentication.")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="A token issued by the node (`mct_<id>_<secret>`); see docs/api.md#authentication.",
+)
+
 
 class MalformedJson(InvalidInput):
     code = "malformed-json"
@@ -56,8 +62,12 @@ class Guard:
     signed_body: bool = field(default=False)
 
 
-def guard(*roles: PartyRole, check: Check | None = None, action: str = "use this endpoint",
-          signed_body: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def guard(
+    *roles: PartyRole,
+    check: Check | None = None,
+    action: str = "use this endpoint",
+    signed_body: bool = False,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Mark an endpoint as authenticated; ``roles`` empty means any admitted party."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -78,7 +88,7 @@ def _token(request: Request) -> str:
 
 
 class GuardedRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         g: Guard | None = getattr(self.endpoint, "__metrocloud_guard__", None)
         if g is None:
@@ -93,25 +103,22 @@ class GuardedRoute(APIRoute):
             if g.check is not None:
                 await run_in_threadpool(g.check, node, actor, request.path_params)
             extra: dict[str, Any] = {"credential": actor.token_id}
-            parsed: Any = None
-            if request.method in ("POST", "PUT", "PATCH"):
-                body = await request.body()
-                if body.strip():
-                    try:
-                        parsed = json.loads(body)
-                    except (ValueError, UnicodeDecodeError) as exc:
-                        raise MalformedJson(f"request body is not valid JSON: {exc}") from None
             sig = request.headers.get(SIGNATURE_HEADER)
             if sig is not None:
-                if parsed is None:
-                    raise InvalidInput(f"{SIGNATURE_HEADER} sent without a JSON body to sign")
-                else:
-                    if actor.public_key is None:
-                        raise Unauthenticated(f"{SIGNATURE_HEADER} sent, but party "
-                                              f"{actor.party_id} has no registered key")
-                    s = verify_request(parsed, sig, PublicKey.from_spki_b64(actor.public_key))
-                    extra["request_signature"] = {"key_id": s.key_id, "alg": s.alg.value,
-                                                  "sig": _b64(s.sig)}
+                try:
+                    parsed = json.loads(await request.body())
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise MalformedJson(f"request body is not valid JSON: {exc}") from None
+                if actor.public_key is None:
+                    raise Unauthenticated(
+                        f"{SIGNATURE_HEADER} sent, but party {actor.party_id} has no registered key"
+                    )
+                s = verify_request(parsed, sig, PublicKey.from_spki_b64(actor.public_key))
+                extra["request_signature"] = {
+                    "key_id": s.key_id,
+                    "alg": s.alg.value,
+                    "sig": _b64(s.sig),
+                }
             request.state.extra = extra
             return await handler(request)
 
@@ -129,8 +136,9 @@ def _node(request: Request) -> Node:
     return node
 
 
-def _actor(request: Request,
-           _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Actor:
+def _actor(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Actor:
     actor: Actor | None = getattr(request.state, "actor", None)
     if actor is None:  # an endpoint without @guard asked for the actor: a programming error
         raise Unauthenticated("this endpoint needs 'Authorization: Bearer <token>'")
@@ -145,3 +153,37 @@ def _extra(request: Request) -> dict[str, Any]:
 NodeDep = Annotated[Node, Depends(_node)]
 CurrentActor = Annotated[Actor, Depends(_actor)]
 StatementExtra = Annotated[dict[str, Any], Depends(_extra)]
+
+
+# -- request bodies ----------------------------------------------------------------------
+#: models read through :func:`json_body`; their schemas go into the OpenAPI components
+BODY_MODELS: set[type[BaseModel]] = set()
+
+
+def json_body(model: type[M], *, required: bool = True) -> Any:
+    """A dependency that reads the body with pydantic's JSON parser (one pass, no dict step).
+
+    Runs after the route's guard, so authorization is decided before the body is read.
+    Malformed JSON and schema errors surface as :class:`RequestValidationError`.
+    """
+    BODY_MODELS.add(model)
+
+    async def parse(request: Request) -> M | None:
+        raw = await request.body()
+        if not raw.strip() and not required:
+            return None
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors(include_url=False)]
+            ) from None
+
+    return Depends(parse)
+
+
+def body_doc(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` declaring ``model`` as the JSON request body."""
+    BODY_MODELS.add(model)
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": ref}}}}

@@ -42,10 +42,15 @@ _STATUS: list[tuple[type[MetrocloudError], int, str]] = [
 ]
 
 
-def problem_response(status: int, title: str, detail: str, *, code: str,
-                     instance: str | None = None, **extra: Any) -> JSONResponse:
-    body: dict[str, Any] = {"type": PROBLEM_BASE + code, "title": title, "status": status,
-                            "detail": detail}
+def problem_response(
+    status: int, title: str, detail: str, *, code: str, instance: str | None = None, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     if instance:
         body["instance"] = instance
     body.update({k: v for k, v in extra.items() if v is not None})
@@ -68,41 +73,69 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(MetrocloudError)
     async def _metrocloud(request: Request, exc: MetrocloudError) -> JSONResponse:
         status, title = _for(exc)
-        return problem_response(status, title, exc.message, code=exc.code,
-                                instance=request.url.path, rule=exc.rule)
+        return problem_response(
+            status, title, exc.message, code=exc.code, instance=request.url.path, rule=exc.rule
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = []
         for e in exc.errors():
             if e.get("type") == "json_invalid":
-                ctx = e.get("ctx", {}).get("error", "")
-                return problem_response(400, "Malformed JSON",
-                                        f"request body is not valid JSON: {ctx}".rstrip(": "),
-                                        code="malformed-json", instance=request.url.path)
-            errors.append({"loc": _loc(tuple(e.get("loc", ()))), "msg": e.get("msg", ""),
-                           "type": e.get("type", "")})
+                why = e.get("ctx", {}).get("error") or e.get("msg", "")
+                return problem_response(
+                    400,
+                    "Malformed JSON",
+                    f"request body is not valid JSON: {why}".rstrip(": "),
+                    code="malformed-json",
+                    instance=request.url.path,
+                )
+            errors.append(
+                {
+                    "loc": _loc(tuple(e.get("loc", ()))),
+                    "msg": e.get("msg", ""),
+                    "type": e.get("type", ""),
+                }
+            )
         first = errors[0] if errors else {"loc": "body", "msg": "invalid"}
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        return problem_response(422, "Invalid input", f"{first['loc']}: {first['msg']}{more}",
-                                code="invalid-input", instance=request.url.path,
-                                errors=errors[:100])
+        return problem_response(
+            422,
+            "Invalid input",
+            f"{first['loc']}: {first['msg']}{more}",
+            code="invalid-input",
+            instance=request.url.path,
+            errors=errors[:100],
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large",
-                  429: "Too many requests"}
+        titles = {
+            404: "Not found",
+            405: "Method not allowed",
+            413: "Content too large",
+            429: "Too many requests",
+        }
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no endpoint at {request.url.path}"
         if exc.status_code == 405:
             detail = f"{request.method} is not allowed on {request.url.path}"
-        return problem_response(exc.status_code, titles.get(exc.status_code, "Error"), detail,
-                                code=f"http-{exc.status_code}", instance=request.url.path)
+        return problem_response(
+            exc.status_code,
+            titles.get(exc.status_code, "Error"),
+            detail,
+            code=f"http-{exc.status_code}",
+            instance=request.url.path,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(500, "Internal error", "the node failed to process the request; "
-                                "the error is logged on the node", code="internal-error",
-                                instance=request.url.path)
+        return problem_response(
+            500,
+            "Internal error",
+            "the node failed to process the request; the error is logged on the node",
+            code="internal-error",
+            instance=request.url.path,
+        )

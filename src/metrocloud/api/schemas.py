@@ -31,8 +31,9 @@ class Out(BaseModel):
 
 class Page(Out, Generic[T]):
     items: list[T]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on "
-                                    "the last page.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
 
 
 class NodeOut(Out):
@@ -50,8 +51,10 @@ class SoftwareIdIn(In):
     name: str = Field(min_length=1, max_length=100, examples=["EMH-LRS"])
     version: str = Field(min_length=1, max_length=50, examples=["2.1.4"])
     algorithm: ChecksumAlgorithm = Field(examples=["sha256"])
-    checksum: str = Field(pattern=r"^[0-9a-f]{4,128}$",
-                          examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])
+    checksum: str = Field(
+        pattern=r"^[0-9a-f]{4,128}$",
+        examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
+    )
 
 
 class PartyIn(In):
@@ -59,9 +62,12 @@ class PartyIn(In):
     role: PartyRole
     country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$", examples=["DE"])
     nb_number: str | None = Field(default=None, pattern=r"^[0-9]{4}$", examples=["0102"])
-    public_key: str | None = Field(default=None, max_length=4000,
-                                   description="PEM or base64 DER SubjectPublicKeyInfo "
-                                   "(Ed25519 or ECDSA P-256) of the party's own key.")
+    public_key: str | None = Field(
+        default=None,
+        max_length=4000,
+        description="PEM or base64 DER SubjectPublicKeyInfo "
+        "(Ed25519 or ECDSA P-256) of the party's own key.",
+    )
 
 
 class PartyOut(Out):
@@ -104,8 +110,11 @@ class TokenRequest(In):
     party_id: str = Field(max_length=40)
     timestamp: str = Field(max_length=40, examples=["2026-11-24T10:00:00.000Z"])
     key_id: str = Field(max_length=64)
-    signature: str = Field(max_length=400, description="base64 signature by the party key over "
-                           "`metrocloud-token-request-v1\\0` + party_id + timestamp")
+    signature: str = Field(
+        max_length=400,
+        description="base64 signature by the party key over "
+        "`metrocloud-token-request-v1\\0` + party_id + timestamp",
+    )
 
 
 class CertificateIn(In):
@@ -116,8 +125,9 @@ class CertificateIn(In):
     model: str = Field(min_length=1, max_length=200, examples=["EM-340 D"])
     accuracy_class: str = Field(min_length=1, max_length=16, examples=["B"])
     software: list[SoftwareIdIn] = Field(min_length=1, max_length=100)
-    rated_conditions: dict[str, str] = Field(default_factory=dict, max_length=50,
-                                             examples=[{"temperature": "-25 °C .. +55 °C"}])
+    rated_conditions: dict[str, str] = Field(
+        default_factory=dict, max_length=50, examples=[{"temperature": "-25 °C .. +55 °C"}]
+    )
     issued_on: date | None = None
     valid_until: date | None = None
 
@@ -173,11 +183,16 @@ class HistoryOut(Out):
 class InstrumentIn(In):
     serial: str = Field(pattern=_SERIAL, examples=["1EMH0012345678"])
     certificate_id: str = Field(pattern=_ID)
-    device_keys: list[str] = Field(default_factory=list, max_length=4,
-                                   description="Device public keys: PEM or base64 DER SPKI.")
+    device_keys: list[str] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Device public keys: PEM or base64 DER SPKI.",
+    )
     region: str | None = Field(default=None, pattern=_NUTS, examples=["DE91"])
-    software: SoftwareIdIn | None = Field(default=None, description="Installed legally relevant "
-                                          "software; default the newest approved one.")
+    software: SoftwareIdIn | None = Field(
+        default=None,
+        description="Installed legally relevant software; default the newest approved one.",
+    )
 
 
 class InstrumentsIn(In):
@@ -220,8 +235,9 @@ class InstrumentOut(Out):
 
 class EventIn(In):
     kind: EventKind
-    occurred_at: datetime | None = Field(default=None, description="When it happened "
-                                         "(RFC 3339); default: now.")
+    occurred_at: datetime | None = Field(
+        default=None, description="When it happened (RFC 3339); default: now."
+    )
     details: dict[str, Any] = Field(default_factory=dict, examples=[{"region": "DE21"}])
 
 
@@ -267,8 +283,9 @@ class DeclarationOut(Out):
 
 class GrantIn(In):
     grantee_id: str = Field(pattern=_ID)
-    instrument_id: str | None = Field(default=None, pattern=_ID,
-                                      description="One instrument; null: all of yours.")
+    instrument_id: str | None = Field(
+        default=None, pattern=_ID, description="One instrument; null: all of yours."
+    )
 
 
 class GrantOut(Out):
@@ -302,9 +319,11 @@ class TreeHeadOut(Out):
     tree_size: int
     root_hash: str = Field(description="hex SHA-256")
     timestamp: int = Field(description="milliseconds since the Unix epoch")
-    signature: str = Field(description="base64 signature by the node key over "
-                           "`metrocloud-tree-head-v1\\0` + JCS({log_id, tree_size, root_hash, "
-                           "timestamp})")
+    signature: str = Field(
+        description="base64 signature by the node key over "
+        "`metrocloud-tree-head-v1\\0` + JCS({log_id, tree_size, root_hash, "
+        "timestamp})"
+    )
     log_id: str
     key_id: str
 

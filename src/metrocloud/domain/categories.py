@@ -39,8 +39,16 @@ class InstrumentCategory(StrEnum):
         if self is InstrumentCategory.DE_EV:
             return "MessEG/MessEV (DE), national"
         annex = {
-            "MI-001": "III", "MI-002": "IV", "MI-003": "V", "MI-004": "VI", "MI-005": "VII",
-            "MI-006": "VIII", "MI-007": "IX", "MI-008": "X", "MI-009": "XI", "MI-010": "XII",
+            "MI-001": "III",
+            "MI-002": "IV",
+            "MI-003": "V",
+            "MI-004": "VI",
+            "MI-005": "VII",
+            "MI-006": "VIII",
+            "MI-007": "IX",
+            "MI-008": "X",
+            "MI-009": "XI",
+            "MI-010": "XII",
         }[self.value]
         return f"Directive 2014/32/EU, Annex {annex} ({self.value})"
 

@@ -60,13 +60,17 @@ _TRANSITIONS: dict[CertificateAction, tuple[frozenset[CertificateStatus], Certif
     CertificateAction.REVISE: (frozenset({CertificateStatus.VALID}), CertificateStatus.VALID),
     CertificateAction.SUSPEND: (frozenset({CertificateStatus.VALID}), CertificateStatus.SUSPENDED),
     CertificateAction.REINSTATE: (
-        frozenset({CertificateStatus.SUSPENDED}), CertificateStatus.VALID),
+        frozenset({CertificateStatus.SUSPENDED}),
+        CertificateStatus.VALID,
+    ),
     CertificateAction.WITHDRAW: (
         frozenset({CertificateStatus.VALID, CertificateStatus.SUSPENDED}),
-        CertificateStatus.WITHDRAWN),
+        CertificateStatus.WITHDRAWN,
+    ),
     CertificateAction.EXPIRE: (
         frozenset({CertificateStatus.VALID, CertificateStatus.SUSPENDED}),
-        CertificateStatus.EXPIRED),
+        CertificateStatus.EXPIRED,
+    ),
 }
 
 
@@ -124,7 +128,6 @@ class Certificate:
         status = self.effective_status(today)
         if status is not CertificateStatus.VALID:
             raise RuleViolation(
-                f"certificate {self.number} is {status}: no instrument may be registered "
-                "under it",
+                f"certificate {self.number} is {status}: no instrument may be registered under it",
                 rule="MID 2014/32/EU Art. 8 and Annex II module B point 7",
             )

@@ -38,8 +38,9 @@ ACCURACY_CLASSES: dict[InstrumentCategory, frozenset[str]] = {
     InstrumentCategory.MI_003: frozenset({"A", "B", "C"}),
     InstrumentCategory.MI_004: frozenset({"1", "2", "3"}),
     InstrumentCategory.MI_005: frozenset({"0.3", "0.5", "1.0", "1.5", "2.5"}),
-    InstrumentCategory.MI_006: frozenset({"0.2", "0.5", "1", "2", "XI", "XII", "XIII", "XIIII",
-                                          "Y(I)", "Y(II)", "Y(a)", "Y(b)"}),
+    InstrumentCategory.MI_006: frozenset(
+        {"0.2", "0.5", "1", "2", "XI", "XII", "XIII", "XIIII", "Y(I)", "Y(II)", "Y(a)", "Y(b)"}
+    ),
     InstrumentCategory.MI_007: frozenset({"-"}),
     InstrumentCategory.MI_008: frozenset({"I", "II", "III", "D"}),
     InstrumentCategory.MI_009: frozenset({"I", "II", "III", "-"}),
@@ -60,8 +61,9 @@ class SoftwareIdentification:
 
     def __post_init__(self) -> None:
         if not self.name or not self.version:
-            raise InvalidInput("software identification needs a name and a version",
-                               rule="WELMEC 7.2 S1")
+            raise InvalidInput(
+                "software identification needs a name and a version", rule="WELMEC 7.2 S1"
+            )
         expected = _HEX_LENGTH[self.algorithm]
         if len(self.checksum) != expected or not _HEX.match(self.checksum):
             raise InvalidInput(
@@ -71,8 +73,12 @@ class SoftwareIdentification:
             )
 
     def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version,
-                "algorithm": str(self.algorithm), "checksum": self.checksum}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "algorithm": str(self.algorithm),
+            "checksum": self.checksum,
+        }
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -97,8 +103,11 @@ class InstrumentType:
                 rule=self.category.legal_basis,
             )
         if not self.software:
-            raise InvalidInput("an instrument type lists at least one approved legally "
-                               "relevant software identification", rule="WELMEC 7.2 S1")
+            raise InvalidInput(
+                "an instrument type lists at least one approved legally "
+                "relevant software identification",
+                rule="WELMEC 7.2 S1",
+            )
 
     def approves(self, software: SoftwareIdentification) -> bool:
         return software in self.software

@@ -34,8 +34,15 @@ from metrocloud.trust.statements import SignedStatement
 
 __all__ = ["AUDITED_TABLES", "AuditReport", "audit"]
 
-AUDITED_TABLES: tuple[Table, ...] = (parties, certificates, certificate_history, instruments,
-                                     device_keys, events, declarations)
+AUDITED_TABLES: tuple[Table, ...] = (
+    parties,
+    certificates,
+    certificate_history,
+    instruments,
+    device_keys,
+    events,
+    declarations,
+)
 _MAX_PROBLEMS = 1000
 
 
@@ -50,12 +57,12 @@ class AuditReport:
 def _rows(conn: Connection, table: Table) -> Iterator[Any]:
     pk = list(table.primary_key.columns)
     result = conn.execution_options(stream_results=True, yield_per=5000).execute(
-        select(table).order_by(*pk))
+        select(table).order_by(*pk)
+    )
     yield from result
 
 
-def _compare(table: Table, live: Connection, expected: Connection,
-             problems: list[str]) -> int:
+def _compare(table: Table, live: Connection, expected: Connection, problems: list[str]) -> int:
     pk = [c.name for c in table.primary_key.columns]
     cols = [c.name for c in table.columns]
     it_live, it_exp = _rows(live, table), _rows(expected, table)
@@ -74,8 +81,9 @@ def _compare(table: Table, live: Connection, expected: Connection,
         else:
             diff = [c for c in cols if getattr(a, c) != getattr(b, c)]
             if diff:
-                detail = ", ".join(f"{c}: stored {getattr(a, c)!r}, log says {getattr(b, c)!r}"
-                                   for c in diff[:5])
+                detail = ", ".join(
+                    f"{c}: stored {getattr(a, c)!r}, log says {getattr(b, c)!r}" for c in diff[:5]
+                )
                 problems.append(f"{table.name} {ka}: {detail}")
             a, b = next(it_live, None), next(it_exp, None)
         if len(problems) >= _MAX_PROBLEMS:
@@ -110,5 +118,6 @@ def audit(node: Node, progress: Callable[[str, int, int], None] | None = None) -
                 if progress:
                     progress("compare", i + 1, len(AUDITED_TABLES))
         scratch.dispose()
-    return AuditReport(ok=not problems, statements=count, rows_compared=compared,
-                       problems=tuple(problems))
+    return AuditReport(
+        ok=not problems, statements=count, rows_compared=compared, problems=tuple(problems)
+    )

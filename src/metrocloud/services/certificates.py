@@ -69,62 +69,113 @@ def certificate_out(row: Any, today: date | None = None) -> dict[str, Any]:
     if today is not None and status in ("valid", "suspended") and today > row.valid_until:
         status = CertificateStatus.EXPIRED.value
     return {
-        "id": row.id, "number": row.number, "notified_body_id": row.notified_body_id,
-        "holder_id": row.holder_id, "module": row.module, "category": row.category,
-        "model": row.model, "accuracy_class": row.accuracy_class, "software": row.software,
-        "rated_conditions": row.rated_conditions, "issued_on": row.issued_on.isoformat(),
-        "valid_until": row.valid_until.isoformat(), "status": status,
-        "revision": row.revision, "leaf_index": row.leaf_index,
+        "id": row.id,
+        "number": row.number,
+        "notified_body_id": row.notified_body_id,
+        "holder_id": row.holder_id,
+        "module": row.module,
+        "category": row.category,
+        "model": row.model,
+        "accuracy_class": row.accuracy_class,
+        "software": row.software,
+        "rated_conditions": row.rated_conditions,
+        "issued_on": row.issued_on.isoformat(),
+        "valid_until": row.valid_until.isoformat(),
+        "status": status,
+        "revision": row.revision,
+        "leaf_index": row.leaf_index,
     }
 
 
 def to_domain(row: Any) -> Certificate:
     sw = tuple(SoftwareIdentification(**s) for s in row.software)
-    itype = InstrumentType(manufacturer_id=row.holder_id, model=row.model,
-                           category=InstrumentCategory(row.category),
-                           accuracy_class=row.accuracy_class, software=sw)
-    return Certificate(id=row.id, number=row.number, notified_body_id=row.notified_body_id,
-                       holder_id=row.holder_id, module=ConformityModule(row.module),
-                       instrument_type=itype, issued_on=row.issued_on,
-                       valid_until=row.valid_until, status=CertificateStatus(row.status),
-                       revision=row.revision)
+    itype = InstrumentType(
+        manufacturer_id=row.holder_id,
+        model=row.model,
+        category=InstrumentCategory(row.category),
+        accuracy_class=row.accuracy_class,
+        software=sw,
+    )
+    return Certificate(
+        id=row.id,
+        number=row.number,
+        notified_body_id=row.notified_body_id,
+        holder_id=row.holder_id,
+        module=ConformityModule(row.module),
+        instrument_type=itype,
+        issued_on=row.issued_on,
+        valid_until=row.valid_until,
+        status=CertificateStatus(row.status),
+        revision=row.revision,
+    )
 
 
-def issue_certificate(node: Node, actor: Actor, draft: CertificateDraft,
-                      extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], int]:
+def issue_certificate(
+    node: Node, actor: Actor, draft: CertificateDraft, extra: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], int]:
     require_role(actor, PartyRole.NOTIFIED_BODY, action="issue EU-type examination certificates")
     issued_on = draft.issued_on or node.now().date()
     valid_until = draft.valid_until or issued_on.replace(
-        year=issued_on.year + DEFAULT_VALIDITY_YEARS)
+        year=issued_on.year + DEFAULT_VALIDITY_YEARS
+    )
     cert_id = new_id("cer", node.country)
-    itype = InstrumentType(manufacturer_id=draft.holder_id, model=draft.model,
-                           category=draft.category, accuracy_class=draft.accuracy_class,
-                           software=draft.software)
-    Certificate(id=cert_id, number=draft.number, notified_body_id=actor.party_id,
-                holder_id=draft.holder_id, module=draft.module, instrument_type=itype,
-                issued_on=issued_on, valid_until=valid_until)
-    body = {"certificate": {
-        "id": cert_id, "number": draft.number, "notified_body_id": actor.party_id,
-        "holder_id": draft.holder_id, "module": draft.module.value,
-        "category": draft.category.value, "model": draft.model,
-        "accuracy_class": draft.accuracy_class,
-        "software": [s.as_dict() for s in draft.software],
-        "rated_conditions": dict(draft.rated_conditions or {}),
-        "issued_on": issued_on.isoformat(), "valid_until": valid_until.isoformat()}}
+    itype = InstrumentType(
+        manufacturer_id=draft.holder_id,
+        model=draft.model,
+        category=draft.category,
+        accuracy_class=draft.accuracy_class,
+        software=draft.software,
+    )
+    Certificate(
+        id=cert_id,
+        number=draft.number,
+        notified_body_id=actor.party_id,
+        holder_id=draft.holder_id,
+        module=draft.module,
+        instrument_type=itype,
+        issued_on=issued_on,
+        valid_until=valid_until,
+    )
+    body = {
+        "certificate": {
+            "id": cert_id,
+            "number": draft.number,
+            "notified_body_id": actor.party_id,
+            "holder_id": draft.holder_id,
+            "module": draft.module.value,
+            "category": draft.category.value,
+            "model": draft.model,
+            "accuracy_class": draft.accuracy_class,
+            "software": [s.as_dict() for s in draft.software],
+            "rated_conditions": dict(draft.rated_conditions or {}),
+            "issued_on": issued_on.isoformat(),
+            "valid_until": valid_until.isoformat(),
+        }
+    }
     with node.db.write() as conn:
-        holder = conn.execute(select(parties.c.role).where(
-            parties.c.id == draft.holder_id)).scalar_one_or_none()
+        holder = conn.execute(
+            select(parties.c.role).where(parties.c.id == draft.holder_id)
+        ).scalar_one_or_none()
         if holder is None:
             raise NotFound(f"holder {draft.holder_id} is not a party of this node")
         if holder != PartyRole.MANUFACTURER.value:
-            raise InvalidInput(f"the holder of a type examination certificate must be a "
-                               f"manufacturer, {draft.holder_id} is a {holder}",
-                               rule="MID 2014/32/EU Annex II module B point 1")
-        if conn.execute(select(certificates.c.id).where(
-                certificates.c.number == draft.number)).first():
+            raise InvalidInput(
+                f"the holder of a type examination certificate must be a "
+                f"manufacturer, {draft.holder_id} is a {holder}",
+                rule="MID 2014/32/EU Annex II module B point 1",
+            )
+        if conn.execute(
+            select(certificates.c.id).where(certificates.c.number == draft.number)
+        ).first():
             raise Conflict(f"certificate number {draft.number!r} exists already")
-        rec = node.commit(conn, [node.statement(kind="certificate.issued", signer=actor.party_id,
-                                                body=body, extra=extra)])
+        rec = node.commit(
+            conn,
+            [
+                node.statement(
+                    kind="certificate.issued", signer=actor.party_id, body=body, extra=extra
+                )
+            ],
+        )
         row = _row(conn, cert_id)
     return certificate_out(row), rec.leaf_indexes[0]
 
@@ -142,9 +193,11 @@ def check_certificate_owner(node: Node, actor: Actor, cert_id: str) -> None:
     with node.db.read() as conn:
         row = _row(conn, cert_id)
     if row.notified_body_id != actor.party_id:
-        raise Forbidden(f"certificate {cert_id} was issued by another notified body; only "
-                        "the issuing body may change it",
-                        rule="MID 2014/32/EU Annex II module B point 7")
+        raise Forbidden(
+            f"certificate {cert_id} was issued by another notified body; only "
+            "the issuing body may change it",
+            rule="MID 2014/32/EU Annex II module B point 7",
+        )
 
 
 _KIND = {
@@ -155,15 +208,24 @@ _KIND = {
 }
 
 
-def change_certificate(node: Node, actor: Actor, cert_id: str, action: CertificateAction, *,
-                       reason: str, changes: dict[str, Any] | None = None,
-                       extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], int]:
+def change_certificate(
+    node: Node,
+    actor: Actor,
+    cert_id: str,
+    action: CertificateAction,
+    *,
+    reason: str,
+    changes: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], int]:
     check_certificate_owner(node, actor, cert_id)
     if action not in _KIND:
         raise InvalidInput(f"{action} is not a change of an existing certificate")
     if not reason.strip():
-        raise InvalidInput(f"a reason is required to {action} a certificate",
-                           rule="MID 2014/32/EU Annex II module B point 7")
+        raise InvalidInput(
+            f"a reason is required to {action} a certificate",
+            rule="MID 2014/32/EU Annex II module B point 7",
+        )
     body: dict[str, Any] = {"certificate_id": cert_id, "reason": reason}
     with node.db.write() as conn:
         row = _row(conn, cert_id)
@@ -173,17 +235,28 @@ def change_certificate(node: Node, actor: Actor, cert_id: str, action: Certifica
                 raise InvalidInput("a revision must change at least one field")
             merged = {**certificate_out(row), **changes}
             itype = InstrumentType(
-                manufacturer_id=row.holder_id, model=merged["model"],
+                manufacturer_id=row.holder_id,
+                model=merged["model"],
                 category=InstrumentCategory(row.category),
                 accuracy_class=merged["accuracy_class"],
-                software=tuple(SoftwareIdentification(**s) for s in merged["software"]))
+                software=tuple(SoftwareIdentification(**s) for s in merged["software"]),
+            )
             valid_until = date.fromisoformat(str(merged["valid_until"]))
-            Certificate(id=row.id, number=row.number, notified_body_id=row.notified_body_id,
-                        holder_id=row.holder_id, module=ConformityModule(row.module),
-                        instrument_type=itype, issued_on=row.issued_on, valid_until=valid_until)
+            Certificate(
+                id=row.id,
+                number=row.number,
+                notified_body_id=row.notified_body_id,
+                holder_id=row.holder_id,
+                module=ConformityModule(row.module),
+                instrument_type=itype,
+                issued_on=row.issued_on,
+                valid_until=valid_until,
+            )
             body["changes"] = changes
-        rec = node.commit(conn, [node.statement(kind=_KIND[action], signer=actor.party_id,
-                                                body=body, extra=extra)])
+        rec = node.commit(
+            conn,
+            [node.statement(kind=_KIND[action], signer=actor.party_id, body=body, extra=extra)],
+        )
         row = _row(conn, cert_id)
     return certificate_out(row, node.now().date()), rec.leaf_indexes[0]
 
@@ -196,17 +269,36 @@ def get_certificate(node: Node, cert_id: str) -> dict[str, Any]:
 def history(node: Node, cert_id: str) -> list[dict[str, Any]]:
     with node.db.read() as conn:
         _row(conn, cert_id)
-        rows = conn.execute(select(certificate_history).where(
-            certificate_history.c.certificate_id == cert_id).order_by(
-            certificate_history.c.seq)).all()
-    return [{"seq": r.seq, "action": r.action, "status": r.status, "revision": r.revision,
-             "reason": r.reason, "at": r.at, "leaf_index": r.leaf_index} for r in rows]
+        rows = conn.execute(
+            select(certificate_history)
+            .where(certificate_history.c.certificate_id == cert_id)
+            .order_by(certificate_history.c.seq)
+        ).all()
+    return [
+        {
+            "seq": r.seq,
+            "action": r.action,
+            "status": r.status,
+            "revision": r.revision,
+            "reason": r.reason,
+            "at": r.at,
+            "leaf_index": r.leaf_index,
+        }
+        for r in rows
+    ]
 
 
-def list_certificates(node: Node, *, notified_body_id: str | None = None,
-                      holder_id: str | None = None, category: InstrumentCategory | None = None,
-                      status: CertificateStatus | None = None, number: str | None = None,
-                      limit: int = 100, cursor: str | None = None) -> Page[dict[str, Any]]:
+def list_certificates(
+    node: Node,
+    *,
+    notified_body_id: str | None = None,
+    holder_id: str | None = None,
+    category: InstrumentCategory | None = None,
+    status: CertificateStatus | None = None,
+    number: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> Page[dict[str, Any]]:
     check_limit(limit)
     c = certificates.c
     q = select(certificates).order_by(c.id).limit(limit + 1)

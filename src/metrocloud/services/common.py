@@ -54,7 +54,8 @@ def require_role(actor: Actor, *roles: PartyRole, action: str) -> None:
         raise Forbidden(
             f"{article(actor.role.value)} may not {action}; only "
             f"{' or '.join(r.value for r in roles)} may",
-            rule="metrocloud role rules (docs/concepts.md#roles)")
+            rule="metrocloud role rules (docs/concepts.md#roles)",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +77,11 @@ def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
         key = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cursor {cursor[:40]!r} is not one this node issued") from exc
-    if not isinstance(key, list) or len(key) != arity or not all(
-            isinstance(k, str | int) and not isinstance(k, bool) for k in key):
+    if (
+        not isinstance(key, list)
+        or len(key) != arity
+        or not all(isinstance(k, str | int) and not isinstance(k, bool) for k in key)
+    ):
         raise InvalidInput(f"cursor {cursor[:40]!r} is not one this node issued")
     return key
 
@@ -88,9 +92,16 @@ def check_limit(limit: int) -> int:
     return limit
 
 
-def log_reads(conn: Connection, actor: Actor, at: str, action: str, resource_type: str,
-              records: Iterable[tuple[str, Iterable[str | None]]], *,
-              via_grant: Iterable[str] = ()) -> int:
+def log_reads(
+    conn: Connection,
+    actor: Actor,
+    at: str,
+    action: str,
+    resource_type: str,
+    records: Iterable[tuple[str, Iterable[str | None]]],
+    *,
+    via_grant: Iterable[str] = (),
+) -> int:
     """Record that ``actor`` read each record; one row per owner other than the actor.
 
     ``records`` yields ``(resource_id, owners)``. Returns the number of rows written.
@@ -100,10 +111,18 @@ def log_reads(conn: Connection, actor: Actor, at: str, action: str, resource_typ
     for resource_id, owners in records:
         for owner in dict.fromkeys(o for o in owners if o):
             if owner != actor.party_id:
-                rows.append({"at": at, "owner_id": owner, "reader_id": actor.party_id,
-                             "reader_role": actor.role.value, "action": action,
-                             "resource_type": resource_type, "resource_id": resource_id,
-                             "via_grant": resource_id in granted})
+                rows.append(
+                    {
+                        "at": at,
+                        "owner_id": owner,
+                        "reader_id": actor.party_id,
+                        "reader_role": actor.role.value,
+                        "action": action,
+                        "resource_type": resource_type,
+                        "resource_id": resource_id,
+                        "via_grant": resource_id in granted,
+                    }
+                )
     if rows:
         conn.execute(insert(access_log), rows)
     return len(rows)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 from metrocloud.domain.categories import InstrumentCategory
@@ -34,15 +34,30 @@ __all__ = ["ROLES", "DemoPopulation", "seed_demo"]
 
 ROLES = ("node_admin", "notified_body", "manufacturer", "operator", "authority")
 
-_NBS = [("PTB Physikalisch-Technische Bundesanstalt", "0102", "DE"),
-        ("LNE Laboratoire national de métrologie et d'essais", "0071", "FR"),
-        ("NMi Certin B.V.", "0122", "NL")]
-_MANUFACTURERS = ["Elektro-Messtechnik Hansa GmbH", "Compteurs Bleus SA", "AquaMeter BV",
-                  "Gaswerk Instruments AG", "Nordic Heat Oy", "PumpTech Fuel Systems GmbH",
-                  "Balanza Precisa SL", "VoltCharge Technologies GmbH", "Itron-like Metering SE",
-                  "Wägetechnik Süd GmbH"]
-_OPERATORS = ["Stadtwerke Musterstadt", "Netz Nord GmbH", "Wasserverband Rhein",
-              "TankPunkt Tankstellen GmbH", "Ladepark Europa GmbH"]
+_NBS = [
+    ("PTB Physikalisch-Technische Bundesanstalt", "0102", "DE"),
+    ("LNE Laboratoire national de métrologie et d'essais", "0071", "FR"),
+    ("NMi Certin B.V.", "0122", "NL"),
+]
+_MANUFACTURERS = [
+    "Elektro-Messtechnik Hansa GmbH",
+    "Compteurs Bleus SA",
+    "AquaMeter BV",
+    "Gaswerk Instruments AG",
+    "Nordic Heat Oy",
+    "PumpTech Fuel Systems GmbH",
+    "Balanza Precisa SL",
+    "VoltCharge Technologies GmbH",
+    "Itron-like Metering SE",
+    "Wägetechnik Süd GmbH",
+]
+_OPERATORS = [
+    "Stadtwerke Musterstadt",
+    "Netz Nord GmbH",
+    "Wasserverband Rhein",
+    "TankPunkt Tankstellen GmbH",
+    "Ladepark Europa GmbH",
+]
 _AUTHORITIES = ["Eichamt Bayern (LGL)", "Landesamt für Mess- und Eichwesen Berlin-Brandenburg"]
 
 # (category, accuracy class, model) templates; two certificates per manufacturer
@@ -71,139 +86,246 @@ class DemoPopulation:
 
 
 def _actor(party: dict[str, Any]) -> Actor:
-    return Actor(party_id=party["id"], role=PartyRole(party["role"]), country=party["country"],
-                 public_key=party["public_key"])
+    return Actor(
+        party_id=party["id"],
+        role=PartyRole(party["role"]),
+        country=party["country"],
+        public_key=party["public_key"],
+    )
 
 
 def _software(name: str, version: str) -> SoftwareIdentification:
     digest = hashlib.sha256(f"{name} {version}".encode()).hexdigest()
-    return SoftwareIdentification(name=name, version=version, algorithm=ChecksumAlgorithm.SHA256,
-                                  checksum=digest)
+    return SoftwareIdentification(
+        name=name, version=version, algorithm=ChecksumAlgorithm.SHA256, checksum=digest
+    )
 
 
-def seed_demo(node: Node, *, instruments: int = 10_000, seed: int = 1,
-              progress: Callable[[str, int, int], None] | None = None) -> DemoPopulation:
-    rng = random.Random(seed)
-    step = progress or (lambda _what, _done, _total: None)
+@dataclass
+class _Seeder:
+    node: Node
+    rng: random.Random
+    step: Callable[[str, int, int], None]
+    parties: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    batches: dict[str, tuple[dict[str, Any], list[ev.EventDraft]]] = field(default_factory=dict)
+    events: int = 0
 
-    def admit(name: str, role: PartyRole, nb: str | None = None,
-              country: str | None = None) -> dict[str, Any]:
+    def admit(
+        self,
+        group: str,
+        name: str,
+        role: PartyRole,
+        nb: str | None = None,
+        country: str | None = None,
+    ) -> dict[str, Any]:
         key = PrivateKey.generate(KeyAlgorithm.ED25519)
-        party, _ = pty.admit_party(node, None, name=name, role=role, nb_number=nb,
-                                   country=country, public_key=key.public_key.to_spki_b64())
+        party, _ = pty.admit_party(
+            self.node,
+            None,
+            name=name,
+            role=role,
+            nb_number=nb,
+            country=country,
+            public_key=key.public_key.to_spki_b64(),
+        )
+        self.parties.setdefault(group, []).append(party)
         return party
 
-    admin = admit("Node operator (member-state authority IT)", PartyRole.NODE_ADMIN)
-    nbs = [admit(n, PartyRole.NOTIFIED_BODY, nb, c) for n, nb, c in _NBS]
-    mans = [admit(n, PartyRole.MANUFACTURER) for n in _MANUFACTURERS]
-    ops = [admit(n, PartyRole.OPERATOR) for n in _OPERATORS]
-    auths = [admit(n, PartyRole.AUTHORITY) for n in _AUTHORITIES]
-    step("parties", 1, 1)
+    def seed_parties(self) -> None:
+        self.admit("admin", "Node operator (member-state authority IT)", PartyRole.NODE_ADMIN)
+        for n, nb, c in _NBS:
+            self.admit("nb", n, PartyRole.NOTIFIED_BODY, nb, c)
+        for n in _MANUFACTURERS:
+            self.admit("man", n, PartyRole.MANUFACTURER)
+        for n in _OPERATORS:
+            self.admit("op", n, PartyRole.OPERATOR)
+        for n in _AUTHORITIES:
+            self.admit("auth", n, PartyRole.AUTHORITY)
+        self.step("parties", 1, 1)
 
-    today = node.now().date()
-    cert_rows: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (certificate, manufacturer)
-    for i in range(20):
-        man = mans[i % len(mans)]
-        cat, acc, model = _TYPES[(i + i // len(mans)) % len(_TYPES)]
-        nb = nbs[i % len(nbs)]
-        sw_name = f"{model.split()[0]}-FW"
-        issued = today - timedelta(days=rng.randint(200, 3000))
-        draft = certs.CertificateDraft(
-            number=f"{nb['country']}-{nb['nb_number']}-{issued.year % 100:02d}-{i + 1:04d}",
-            holder_id=man["id"], category=cat, model=model, accuracy_class=acc,
-            software=(_software(sw_name, "1.0.0"), _software(sw_name, "1.1.0")),
-            module=ConformityModule.B, issued_on=issued,
-            valid_until=issued.replace(year=issued.year + 10),
-            rated_conditions={"temperature": "-25 °C .. +55 °C", "environment": "M1/E2"})
-        cert, _ = certs.issue_certificate(node, _actor(nb), draft)
-        cert_rows.append((cert, man))
-    step("certificates", 20, 20)
+    def seed_certificates(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        mans, nbs = self.parties["man"], self.parties["nb"]
+        today = self.node.now().date()
+        out = []
+        for i in range(20):
+            man = mans[i % len(mans)]
+            cat, acc, model = _TYPES[(i + i // len(mans)) % len(_TYPES)]
+            nb = nbs[i % len(nbs)]
+            sw_name = f"{model.split()[0]}-FW"
+            issued = today - timedelta(days=self.rng.randint(200, 3000))
+            draft = certs.CertificateDraft(
+                number=f"{nb['country']}-{nb['nb_number']}-{issued.year % 100:02d}-{i + 1:04d}",
+                holder_id=man["id"],
+                category=cat,
+                model=model,
+                accuracy_class=acc,
+                software=(_software(sw_name, "1.0.0"), _software(sw_name, "1.1.0")),
+                module=ConformityModule.B,
+                issued_on=issued,
+                valid_until=issued.replace(year=issued.year + 10),
+                rated_conditions={"temperature": "-25 °C .. +55 °C", "environment": "M1/E2"},
+            )
+            cert, _ = certs.issue_certificate(self.node, _actor(nb), draft)
+            out.append((cert, man))
+        self.step("certificates", 20, 20)
+        return out
 
-    per_cert = max(1, instruments // len(cert_rows))
-    created: list[tuple[str, dict[str, Any], dict[str, Any]]] = []  # (id, cert, manufacturer)
-    total = 0
-    for k, (cert, man) in enumerate(cert_rows):
-        count = per_cert if k < len(cert_rows) - 1 else instruments - total
-        drafts = [inst.InstrumentDraft(
-            serial=f"{''.join(ch for ch in cert['model'] if ch.isalnum())[:3].upper()}"
-                   f"{k:02d}{n:07d}",
-            certificate_id=cert["id"], region=rng.choice(_NUTS),
-            device_keys=(PrivateKey.generate(KeyAlgorithm.ED25519).public_key.to_spki_b64(),))
-            for n in range(count)]
-        refs, _ = inst.register_instruments(node, _actor(man), drafts)
-        created.extend((r["id"], cert, man) for r in refs)
-        total += count
-        step("instruments", total, instruments)
-        decl.declare_conformity(node, _actor(man), certificate_id=cert["id"],
-                                instrument_ids=[r["id"] for r in refs][:2000],
-                                module=ConformityModule.D)
+    def seed_instruments(
+        self, cert_rows: list[tuple[dict[str, Any], dict[str, Any]]], count: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        per_cert = max(1, count // len(cert_rows))
+        created: list[tuple[str, dict[str, Any]]] = []
+        total = 0
+        for k, (cert, man) in enumerate(cert_rows):
+            n_here = per_cert if k < len(cert_rows) - 1 else count - total
+            prefix = "".join(ch for ch in cert["model"] if ch.isalnum())[:3].upper()
+            drafts = [
+                inst.InstrumentDraft(
+                    serial=f"{prefix}{k:02d}{n:07d}",
+                    certificate_id=cert["id"],
+                    region=self.rng.choice(_NUTS),
+                    device_keys=(PrivateKey.generate().public_key.to_spki_b64(),),
+                )
+                for n in range(n_here)
+            ]
+            refs, _ = inst.register_instruments(self.node, _actor(man), drafts)
+            created.extend((r["id"], man) for r in refs)
+            total += n_here
+            self.step("instruments", total, count)
+            decl.declare_conformity(
+                self.node,
+                _actor(man),
+                certificate_id=cert["id"],
+                instrument_ids=[r["id"] for r in refs][:2000],
+                module=ConformityModule.D,
+            )
+        return created
 
-    # life cycles, recorded per acting party in batches
-    batches: dict[str, tuple[dict[str, Any], list[ev.EventDraft]]] = {}
+    def add(self, party: dict[str, Any], draft: ev.EventDraft) -> None:
+        self.batches.setdefault(party["id"], (party, []))[1].append(draft)
 
-    def add(party: dict[str, Any], draft: ev.EventDraft) -> None:
-        batches.setdefault(party["id"], (party, []))[1].append(draft)
-
-    def flush() -> int:
-        n = 0
-        for party, drafts in batches.values():
+    def flush(self) -> None:
+        for party, drafts in self.batches.values():
             for start in range(0, len(drafts), 2000):
-                n += len(ev.record_events(node, _actor(party), drafts[start:start + 2000]))
-        batches.clear()
-        return n
+                chunk = drafts[start : start + 2000]
+                self.events += len(ev.record_events(self.node, _actor(party), chunk))
+        self.batches.clear()
+        self.step("events", self.events, self.events)
 
-    for iid, _cert, man in created:
-        add(man, ev.EventDraft(instrument_id=iid, kind=EventKind.PLACED_ON_MARKET))
-    n_events = flush()
-    step("events", n_events, n_events)
-    in_service: list[tuple[str, dict[str, Any]]] = []
-    for iid, _cert, _man in created:
-        if rng.random() < 0.9:
-            op = rng.choice(ops)
-            add(op, ev.EventDraft(instrument_id=iid, kind=EventKind.PUT_INTO_SERVICE,
-                                  details={"region": rng.choice(_NUTS)}))
-            in_service.append((iid, op))
-    n_events += flush()
-    for iid, op in in_service:
-        r = rng.random()
+    def seed_life_cycles(self, created: list[tuple[str, dict[str, Any]]]) -> None:
+        rng, ops, auths = self.rng, self.parties["op"], self.parties["auth"]
+        today = self.node.now().date()
+        for iid, man in created:
+            self.add(man, ev.EventDraft(instrument_id=iid, kind=EventKind.PLACED_ON_MARKET))
+        self.flush()
+        in_service: list[tuple[str, dict[str, Any]]] = []
+        for iid, _man in created:
+            if rng.random() < 0.9:
+                op = rng.choice(ops)
+                self.add(
+                    op,
+                    ev.EventDraft(
+                        instrument_id=iid,
+                        kind=EventKind.PUT_INTO_SERVICE,
+                        details={"region": rng.choice(_NUTS)},
+                    ),
+                )
+                in_service.append((iid, op))
+        self.flush()
+        for iid, op in in_service:
+            self.add_later_event(iid, op, rng.choice(auths), rng.random(), today)
+        self.flush()
+        for iid, op in in_service[: len(in_service) // 50]:
+            self.add(op, ev.EventDraft(instrument_id=iid, kind=EventKind.DECOMMISSIONED))
+        self.flush()
+
+    def add_later_event(
+        self, iid: str, op: dict[str, Any], auth: dict[str, Any], r: float, today: date
+    ) -> None:
         if r < 0.6:
-            until = today + timedelta(days=rng.randint(-200, 8 * 365))
-            add(rng.choice(auths), ev.EventDraft(instrument_id=iid, kind=EventKind.VERIFIED,
-                                                 details={"verified_until": until.isoformat()}))
+            until = today + timedelta(days=self.rng.randint(-200, 8 * 365))
+            self.add(
+                auth,
+                ev.EventDraft(
+                    instrument_id=iid,
+                    kind=EventKind.VERIFIED,
+                    details={"verified_until": until.isoformat()},
+                ),
+            )
         elif r < 0.63:
-            add(rng.choice(auths), ev.EventDraft(
-                instrument_id=iid, kind=EventKind.VERIFICATION_FAILED,
-                details={"reason": "error outside the in-service MPE"}))
+            self.add(
+                auth,
+                ev.EventDraft(
+                    instrument_id=iid,
+                    kind=EventKind.VERIFICATION_FAILED,
+                    details={"reason": "error outside the in-service MPE"},
+                ),
+            )
         elif r < 0.68:
-            add(op, ev.EventDraft(instrument_id=iid, kind=EventKind.RELOCATED,
-                                  details={"region": rng.choice(_NUTS)}))
+            self.add(
+                op,
+                ev.EventDraft(
+                    instrument_id=iid,
+                    kind=EventKind.RELOCATED,
+                    details={"region": self.rng.choice(_NUTS)},
+                ),
+            )
         elif r < 0.70:
-            add(op, ev.EventDraft(instrument_id=iid, kind=EventKind.TAKEN_OUT_OF_SERVICE))
+            self.add(op, ev.EventDraft(instrument_id=iid, kind=EventKind.TAKEN_OUT_OF_SERVICE))
         elif r < 0.71:
-            add(op, ev.EventDraft(instrument_id=iid, kind=EventKind.SEAL_BROKEN,
-                                  details={"note": "seal found broken at meter reading"}))
-    n_events += flush()
-    for iid, op in in_service[: len(in_service) // 50]:
-        add(op, ev.EventDraft(instrument_id=iid, kind=EventKind.DECOMMISSIONED))
-    n_events += flush()
-    step("events", n_events, n_events)
+            self.add(
+                op,
+                ev.EventDraft(
+                    instrument_id=iid,
+                    kind=EventKind.SEAL_BROKEN,
+                    details={"note": "seal found broken at meter reading"},
+                ),
+            )
 
-    # one certificate suspended, one withdrawn
-    suspended, withdrawn = cert_rows[-1][0], cert_rows[-2][0]
-    for cert, action in ((suspended, CertificateAction.SUSPEND),
-                         (withdrawn, CertificateAction.WITHDRAW)):
-        nb = next(n for n in nbs if n["id"] == cert["notified_body_id"])
-        certs.change_certificate(node, _actor(nb), cert["id"], action,
-                                 reason="demo: non-conformity found during surveillance")
+    def change_some_certificates(
+        self,
+        cert_rows: list[tuple[dict[str, Any], dict[str, Any]]],
+    ) -> None:
+        nbs = {n["id"]: n for n in self.parties["nb"]}
+        for (cert, _man), action in (
+            (cert_rows[-1], CertificateAction.SUSPEND),
+            (cert_rows[-2], CertificateAction.WITHDRAW),
+        ):
+            certs.change_certificate(
+                self.node,
+                _actor(nbs[cert["notified_body_id"]]),
+                cert["id"],
+                action,
+                reason="demo: non-conformity found during surveillance",
+            )
 
-    creds: dict[str, dict[str, str]] = {}
-    for role, party in (("node_admin", admin), ("notified_body", nbs[0]),
-                        ("manufacturer", mans[0]), ("operator", ops[0]),
-                        ("authority", auths[0])):
-        c = pty.issue_credential(node, None, party["id"], label="demo")
-        creds[role] = {"party_id": party["id"], "token": c.token}
-    return DemoPopulation(credentials=creds, parties=1 + len(nbs) + len(mans) + len(ops) +
-                          len(auths), certificates=len(cert_rows), instruments=total,
-                          events=n_events)
+    def credentials(self) -> dict[str, dict[str, str]]:
+        creds: dict[str, dict[str, str]] = {}
+        for role, group in zip(ROLES, ("admin", "nb", "man", "op", "auth"), strict=True):
+            party = self.parties[group][0]
+            c = pty.issue_credential(self.node, None, party["id"], label="demo")
+            creds[role] = {"party_id": party["id"], "token": c.token}
+        return creds
 
 
+def seed_demo(
+    node: Node,
+    *,
+    instruments: int = 10_000,
+    seed: int = 1,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> DemoPopulation:
+    """Seed ``node`` (which must be empty) and return one credential per role."""
+    s = _Seeder(node, random.Random(seed), progress or (lambda _what, _done, _total: None))
+    s.seed_parties()
+    cert_rows = s.seed_certificates()
+    created = s.seed_instruments(cert_rows, instruments)
+    s.seed_life_cycles(created)
+    s.change_some_certificates(cert_rows)
+    return DemoPopulation(
+        credentials=s.credentials(),
+        parties=sum(len(v) for v in s.parties.values()),
+        certificates=len(cert_rows),
+        instruments=len(created),
+        events=s.events,
+    )

@@ -63,9 +63,11 @@ def _relationship_error(actor: Actor, row: Any, operator: str | None) -> Forbidd
         return None
     if actor.role is PartyRole.OPERATOR and operator in (None, actor.party_id):
         return None
-    return Forbidden(f"{actor.party_id} may not record events for instrument {row.id}: only its "
-                     "manufacturer, its operator and authorities may",
-                     rule="metrocloud role rules (docs/concepts.md#roles)")
+    return Forbidden(
+        f"{actor.party_id} may not record events for instrument {row.id}: only its "
+        "manufacturer, its operator and authorities may",
+        rule="metrocloud role rules (docs/concepts.md#roles)",
+    )
 
 
 def check_may_write_events(node: Node, actor: Actor, instrument_id: str) -> None:
@@ -89,26 +91,30 @@ def _details(kind: EventKind, details: Mapping[str, Any], cert: Any) -> dict[str
         try:
             date.fromisoformat(str(out.get("verified_until")))
         except ValueError as exc:
-            raise InvalidInput("verified needs details.verified_until as an ISO date "
-                               "(YYYY-MM-DD)") from exc
+            raise InvalidInput(
+                "verified needs details.verified_until as an ISO date (YYYY-MM-DD)"
+            ) from exc
     if kind is EventKind.SOFTWARE_UPDATED:
         sw_raw = out.get("software")
         if not isinstance(sw_raw, Mapping):
-            raise InvalidInput("software_updated needs details.software "
-                               "{name, version, algorithm, checksum}")
+            raise InvalidInput(
+                "software_updated needs details.software {name, version, algorithm, checksum}"
+            )
         try:
             sw = SoftwareIdentification(**sw_raw)
         except TypeError as exc:
-            raise InvalidInput("details.software needs exactly name, version, algorithm "
-                               "and checksum") from exc
+            raise InvalidInput(
+                "details.software needs exactly name, version, algorithm and checksum"
+            ) from exc
         approved = [SoftwareIdentification(**s) for s in cert.software]
         out["software"] = sw.as_dict()
         out["approved"] = sw in approved
     return out
 
 
-def record_events(node: Node, actor: Actor, drafts: Sequence[EventDraft],
-                  extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def record_events(
+    node: Node, actor: Actor, drafts: Sequence[EventDraft], extra: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Record events in one transaction: all, or none."""
     require_role(actor, *EVENT_WRITERS, action="record life-cycle events")
     if not drafts:
@@ -128,22 +134,41 @@ def record_events(node: Node, actor: Actor, drafts: Sequence[EventDraft],
                 raise err
             if actor.role not in EVENT_RULES[d.kind].roles:
                 allowed = ", ".join(sorted(EVENT_RULES[d.kind].roles))
-                raise Forbidden(f"{article(actor.role.value)} may not record {d.kind}; only "
-                                f"{allowed} may",
-                                rule=EVENT_RULES[d.kind].rule)
+                raise Forbidden(
+                    f"{article(actor.role.value)} may not record {d.kind}; only {allowed} may",
+                    rule=EVENT_RULES[d.kind].rule,
+                )
             new_state = apply_event(state, d.kind, actor.role)
             if d.kind is EventKind.PUT_INTO_SERVICE:
                 operator = actor.party_id
             states[row.id] = (new_state, operator)
-            cert = conn.execute(select(certificates.c.software).where(
-                certificates.c.id == row.certificate_id)).one()
+            cert = conn.execute(
+                select(certificates.c.software).where(certificates.c.id == row.certificate_id)
+            ).one()
             at = utc_timestamp(d.occurred_at) if d.occurred_at else node.timestamp()
-            body = {"event": {"id": eid, "instrument_id": row.id, "kind": d.kind.value,
-                              "occurred_at": at, "details": _details(d.kind, d.details, cert)}}
-            statements.append(node.statement(kind="instrument.event", signer=actor.party_id,
-                                             body=body, extra=extra))
-            out.append({"id": eid, "instrument_id": row.id, "kind": d.kind.value,
-                        "occurred_at": at, "state_after": new_state.value})
+            body = {
+                "event": {
+                    "id": eid,
+                    "instrument_id": row.id,
+                    "kind": d.kind.value,
+                    "occurred_at": at,
+                    "details": _details(d.kind, d.details, cert),
+                }
+            }
+            statements.append(
+                node.statement(
+                    kind="instrument.event", signer=actor.party_id, body=body, extra=extra
+                )
+            )
+            out.append(
+                {
+                    "id": eid,
+                    "instrument_id": row.id,
+                    "kind": d.kind.value,
+                    "occurred_at": at,
+                    "state_after": new_state.value,
+                }
+            )
         rec = node.commit(conn, statements)
     for o, leaf in zip(out, rec.leaf_indexes, strict=True):
         o["leaf_index"] = leaf
@@ -151,25 +176,44 @@ def record_events(node: Node, actor: Actor, drafts: Sequence[EventDraft],
 
 
 def event_out(r: Any) -> dict[str, Any]:
-    return {"id": r.id, "instrument_id": r.instrument_id, "seq": r.seq, "kind": r.kind,
-            "occurred_at": r.occurred_at, "recorded_by": r.recorded_by, "details": r.details,
-            "state_after": r.state_after, "leaf_index": r.leaf_index}
+    return {
+        "id": r.id,
+        "instrument_id": r.instrument_id,
+        "seq": r.seq,
+        "kind": r.kind,
+        "occurred_at": r.occurred_at,
+        "recorded_by": r.recorded_by,
+        "details": r.details,
+        "state_after": r.state_after,
+        "leaf_index": r.leaf_index,
+    }
 
 
-def list_events(node: Node, actor: Actor, instrument_id: str, *, limit: int = 100,
-                cursor: str | None = None) -> Page[dict[str, Any]]:
+def list_events(
+    node: Node, actor: Actor, instrument_id: str, *, limit: int = 100, cursor: str | None = None
+) -> Page[dict[str, Any]]:
     check_limit(limit)
     after = decode_cursor(cursor, 1)
     with node.db.write() as conn:
         row = instrument_row(conn, instrument_id)
         by_grant = check_can_read(conn, actor, row)
-        q = (select(events).where(events.c.instrument_id == row.id)
-             .order_by(events.c.seq).limit(limit + 1))
+        q = (
+            select(events)
+            .where(events.c.instrument_id == row.id)
+            .order_by(events.c.seq)
+            .limit(limit + 1)
+        )
         if after:
             q = q.where(events.c.seq > int(after[0]))
         rows = conn.execute(q).all()
-        log_reads(conn, actor, node.timestamp(), "events.read", "instrument",
-                  [(row.id, (row.manufacturer_id, row.operator_id))],
-                  via_grant=[row.id] if by_grant else ())
+        log_reads(
+            conn,
+            actor,
+            node.timestamp(),
+            "events.read",
+            "instrument",
+            [(row.id, (row.manufacturer_id, row.operator_id))],
+            via_grant=[row.id] if by_grant else (),
+        )
     nxt = encode_cursor([rows[limit - 1].seq]) if len(rows) > limit else None
     return Page([event_out(r) for r in rows[:limit]], nxt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from metrocloud.services.node import Node
 from metrocloud.services.visibility import check_can_read, granted_ids, visible_filter
 from metrocloud.store.ids import new_ids
 from metrocloud.store.schema import certificates, device_keys, instruments
-from metrocloud.trust.keys import PublicKey
+from metrocloud.trust.keys import describe_public_key
 
 __all__ = [
     "InstrumentDraft",
@@ -38,7 +39,7 @@ __all__ = [
     "search_instruments",
 ]
 
-_CHUNK = 500
+_CHUNK = 2000
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -52,20 +53,34 @@ class InstrumentDraft:
 
 def instrument_out(row: Any, keys: Sequence[Any] = ()) -> dict[str, Any]:
     return {
-        "id": row.id, "serial": row.serial, "manufacturer_id": row.manufacturer_id,
-        "certificate_id": row.certificate_id, "category": row.category, "state": row.state,
-        "operator_id": row.operator_id, "region": row.region,
+        "id": row.id,
+        "serial": row.serial,
+        "manufacturer_id": row.manufacturer_id,
+        "certificate_id": row.certificate_id,
+        "category": row.category,
+        "state": row.state,
+        "operator_id": row.operator_id,
+        "region": row.region,
         "verified_until": row.verified_until.isoformat() if row.verified_until else None,
-        "software": row.software, "event_count": row.event_count,
-        "registered_leaf": row.registered_leaf, "leaf_index": row.leaf_index,
-        "device_keys": [{"key_id": k.key_id, "algorithm": k.algorithm,
-                         "public_key": k.public_key, "revoked": k.revoked_leaf is not None}
-                        for k in keys],
+        "software": json.loads(row.software) if row.software else None,
+        "event_count": row.event_count,
+        "registered_leaf": row.registered_leaf,
+        "leaf_index": row.leaf_index,
+        "device_keys": [
+            {
+                "key_id": k.key_id,
+                "algorithm": k.algorithm,
+                "public_key": k.public_key,
+                "revoked": k.revoked_leaf is not None,
+            }
+            for k in keys
+        ],
     }
 
 
-def _check_duplicates(conn: Connection, manufacturer: str, serials: list[str],
-                      key_ids: list[str]) -> None:
+def _check_duplicates(
+    conn: Connection, manufacturer: str, serials: list[str], key_ids: list[str]
+) -> None:
     seen: set[str] = set()
     for s in serials:
         if s in seen:
@@ -77,23 +92,26 @@ def _check_duplicates(conn: Connection, manufacturer: str, serials: list[str],
             raise Conflict(f"device key {k[:16]}... appears twice in this batch")
         seen_keys.add(k)
     for start in range(0, len(serials), _CHUNK):
-        chunk = serials[start:start + _CHUNK]
-        dup = conn.execute(select(instruments.c.serial).where(
-            instruments.c.manufacturer_id == manufacturer,
-            instruments.c.serial.in_(chunk)).limit(1)).scalar_one_or_none()
+        chunk = serials[start : start + _CHUNK]
+        dup = conn.execute(
+            select(instruments.c.serial)
+            .where(instruments.c.manufacturer_id == manufacturer, instruments.c.serial.in_(chunk))
+            .limit(1)
+        ).scalar_one_or_none()
         if dup is not None:
             raise Conflict(f"serial {dup!r} is already registered by this manufacturer")
     for start in range(0, len(key_ids), _CHUNK):
-        chunk = key_ids[start:start + _CHUNK]
-        dup = conn.execute(select(device_keys.c.key_id).where(
-            device_keys.c.key_id.in_(chunk)).limit(1)).scalar_one_or_none()
+        chunk = key_ids[start : start + _CHUNK]
+        dup = conn.execute(
+            select(device_keys.c.key_id).where(device_keys.c.key_id.in_(chunk)).limit(1)
+        ).scalar_one_or_none()
         if dup is not None:
             raise Conflict(f"device key {dup[:16]}... is already registered to an instrument")
 
 
-def register_instruments(node: Node, actor: Actor, drafts: Sequence[InstrumentDraft],
-                         extra: dict[str, Any] | None = None
-                         ) -> tuple[list[dict[str, Any]], int]:
+def register_instruments(
+    node: Node, actor: Actor, drafts: Sequence[InstrumentDraft], extra: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], int]:
     """Register instruments in one transaction: all of them, or none."""
     require_role(actor, PartyRole.MANUFACTURER, action="register instruments")
     limit = node.settings.max_batch
@@ -112,9 +130,11 @@ def register_instruments(node: Node, actor: Actor, drafts: Sequence[InstrumentDr
             if row is None:
                 raise NotFound(f"certificate {cid} does not exist")
             if row.holder_id != actor.party_id:
-                raise Forbidden(f"certificate {cid} is held by another manufacturer; only its "
-                                "holder registers instruments of that type",
-                                rule="MID 2014/32/EU Art. 8 (manufacturer obligations)")
+                raise Forbidden(
+                    f"certificate {cid} is held by another manufacturer; only its "
+                    "holder registers instruments of that type",
+                    rule="MID 2014/32/EU Art. 8 (manufacturer obligations)",
+                )
             cert = to_domain(row)
             cert.ensure_allows_registration(today)
             certs[cid] = cert
@@ -126,26 +146,39 @@ def register_instruments(node: Node, actor: Actor, drafts: Sequence[InstrumentDr
                 raise InvalidInput(
                     f"instrument {d.serial}: software {software.name} {software.version} "
                     f"({software.checksum[:12]}...) is not approved by certificate {cert.number}",
-                    rule="WELMEC 7.2 S1; MID Annex II module B point 3")
+                    rule="WELMEC 7.2 S1; MID Annex II module B point 3",
+                )
             keys = []
             for k in d.device_keys:
-                pk = PublicKey.from_any(k)
-                keys.append({"alg": pk.algorithm.value, "public_key": pk.to_spki_b64()})
-                key_ids.append(pk.key_id)
-            item: dict[str, Any] = {"id": iid, "serial": d.serial,
-                                    "certificate_id": d.certificate_id,
-                                    "software": software.as_dict(), "device_keys": keys}
+                alg, key_id, spki = describe_public_key(k)
+                keys.append({"alg": alg.value, "public_key": spki})
+                key_ids.append(key_id)
+            item: dict[str, Any] = {
+                "id": iid,
+                "serial": d.serial,
+                "certificate_id": d.certificate_id,
+                "software": software.as_dict(),
+                "device_keys": keys,
+            }
             if d.region is not None:
                 item["region"] = validate_nuts(d.region)
             items.append(item)
         _check_duplicates(conn, actor.party_id, [d.serial for d in drafts], key_ids)
         body = {"manufacturer_id": actor.party_id, "instruments": items}
         try:
-            rec = node.commit(conn, [node.statement(
-                kind="instruments.registered", signer=actor.party_id, body=body, extra=extra)])
+            rec = node.commit(
+                conn,
+                [
+                    node.statement(
+                        kind="instruments.registered", signer=actor.party_id, body=body, extra=extra
+                    )
+                ],
+            )
         except IntegrityError as exc:
-            raise Conflict("registration collides with an existing instrument or device key "
-                           "(registered concurrently); nothing was registered") from exc
+            raise Conflict(
+                "registration collides with an existing instrument or device key "
+                "(registered concurrently); nothing was registered"
+            ) from exc
     leaf = rec.leaf_indexes[0]
     return [{"id": it["id"], "serial": it["serial"], "leaf_index": leaf} for it in items], leaf
 
@@ -161,23 +194,43 @@ def get_instrument(node: Node, actor: Actor, instrument_id: str) -> dict[str, An
     with node.db.write() as conn:
         row = instrument_row(conn, instrument_id)
         by_grant = check_can_read(conn, actor, row)
-        keys = conn.execute(select(device_keys).where(
-            device_keys.c.instrument_id == row.id).order_by(device_keys.c.key_id)).all()
-        log_reads(conn, actor, node.timestamp(), "instrument.read", "instrument",
-                  [(row.id, (row.manufacturer_id, row.operator_id))],
-                  via_grant=[row.id] if by_grant else ())
+        keys = conn.execute(
+            select(device_keys)
+            .where(device_keys.c.instrument_id == row.id)
+            .order_by(device_keys.c.key_id)
+        ).all()
+        log_reads(
+            conn,
+            actor,
+            node.timestamp(),
+            "instrument.read",
+            "instrument",
+            [(row.id, (row.manufacturer_id, row.operator_id))],
+            via_grant=[row.id] if by_grant else (),
+        )
     return instrument_out(row, keys)
 
 
-def search_instruments(node: Node, actor: Actor, *, serial: str | None = None,
-                       certificate_id: str | None = None, manufacturer_id: str | None = None,
-                       operator_id: str | None = None, state: LifeCycleState | None = None,
-                       region: str | None = None, category: str | None = None,
-                       limit: int = 100, cursor: str | None = None) -> Page[dict[str, Any]]:
+def search_instruments(
+    node: Node,
+    actor: Actor,
+    *,
+    serial: str | None = None,
+    certificate_id: str | None = None,
+    manufacturer_id: str | None = None,
+    operator_id: str | None = None,
+    state: LifeCycleState | None = None,
+    region: str | None = None,
+    category: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> Page[dict[str, Any]]:
     check_limit(limit)
     if actor.role is PartyRole.NODE_ADMIN:
-        raise Forbidden("the node admin reads no instrument data",
-                        rule="ARCHITECTURE.md decision 4 (data sovereignty)")
+        raise Forbidden(
+            "the node admin reads no instrument data",
+            rule="ARCHITECTURE.md decision 4 (data sovereignty)",
+        )
     i = instruments.c
     after = decode_cursor(cursor, 1)
     with node.db.write() as conn:
@@ -201,12 +254,22 @@ def search_instruments(node: Node, actor: Actor, *, serial: str | None = None,
         rows = list(conn.execute(q).all())
         page = rows[:limit]
         by_grant = granted_ids(conn, actor, page)
-        log_reads(conn, actor, node.timestamp(), "instrument.search", "instrument",
-                  [(r.id, (r.manufacturer_id, r.operator_id)) for r in page], via_grant=by_grant)
+        log_reads(
+            conn,
+            actor,
+            node.timestamp(),
+            "instrument.search",
+            "instrument",
+            [(r.id, (r.manufacturer_id, r.operator_id)) for r in page],
+            via_grant=by_grant,
+        )
         keys: dict[str, list[Any]] = {}
         if page:
-            for k in conn.execute(select(device_keys).where(device_keys.c.instrument_id.in_(
-                    [r.id for r in page])).order_by(device_keys.c.key_id)):
+            for k in conn.execute(
+                select(device_keys)
+                .where(device_keys.c.instrument_id.in_([r.id for r in page]))
+                .order_by(device_keys.c.key_id)
+            ):
                 keys.setdefault(k.instrument_id, []).append(k)
     nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
     return Page([instrument_out(r, keys.get(r.id, ())) for r in page], nxt)

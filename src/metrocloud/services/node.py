@@ -64,7 +64,8 @@ class Node:
         store = KeyStore(keys_dir, KeyStore.passphrase_from(keys_dir))
         if not store.exists("node") and not create:
             raise NodeNotInitialized(
-                f"no node key in {keys_dir}; run 'metrocloud init --data-dir {settings.data_dir}'")
+                f"no node key in {keys_dir}; run 'metrocloud init --data-dir {settings.data_dir}'"
+            )
         key = store.load_or_create("node")
         db = Database(settings.database_url(), schema=settings.db_schema)
         db.migrate()
@@ -72,16 +73,20 @@ class Node:
         with db.write() as conn:
             meta = dict(conn.execute(select(node_meta.c.key, node_meta.c.value)).all())
             if not meta:
-                conn.execute(insert(node_meta), [
-                    {"key": "node_id", "value": node_id},
-                    {"key": "country", "value": country},
-                    {"key": "key_id", "value": key.key_id},
-                ])
+                conn.execute(
+                    insert(node_meta),
+                    [
+                        {"key": "node_id", "value": node_id},
+                        {"key": "country", "value": country},
+                        {"key": "key_id", "value": key.key_id},
+                    ],
+                )
             elif meta.get("key_id") != key.key_id or meta.get("country") != country:
                 raise InvalidInput(
                     f"database {db.describe()} belongs to node {meta.get('node_id')} "
                     f"(country {meta.get('country')}), not to the key in {keys_dir} "
-                    f"(country {country}); refusing to mix two nodes' records")
+                    f"(country {country}); refusing to mix two nodes' records"
+                )
         log = TransparencyLog(log_id=node_id, signer=key, verifier=key.public_key)
         return cls(settings=settings, db=db, key=key, node_id=node_id, country=country, log=log)
 
@@ -91,10 +96,17 @@ class Node:
     def timestamp(self) -> str:
         return utc_timestamp(self.now())
 
-    def statement(self, *, kind: str, signer: str, body: Mapping[str, Any],
-                  extra: Mapping[str, Any] | None = None) -> Statement:
-        return Statement(kind=kind, signer=signer, issued_at=self.timestamp(), body=body,
-                         extra=dict(extra or {}))
+    def statement(
+        self,
+        *,
+        kind: str,
+        signer: str,
+        body: Mapping[str, Any],
+        extra: Mapping[str, Any] | None = None,
+    ) -> Statement:
+        return Statement(
+            kind=kind, signer=signer, issued_at=self.timestamp(), body=body, extra=dict(extra or {})
+        )
 
     def commit(self, conn: Connection, statements: Sequence[Statement]) -> Recorded:
         """Sign, append and project ``statements`` inside the caller's transaction."""

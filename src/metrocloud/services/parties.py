@@ -56,27 +56,57 @@ class IssuedCredential:
 
 
 def party_out(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "name": row.name, "role": row.role, "country": row.country,
-            "nb_number": row.nb_number, "public_key": row.public_key, "key_id": row.key_id,
-            "admitted_at": row.admitted_at, "leaf_index": row.leaf_index}
+    return {
+        "id": row.id,
+        "name": row.name,
+        "role": row.role,
+        "country": row.country,
+        "nb_number": row.nb_number,
+        "public_key": row.public_key,
+        "key_id": row.key_id,
+        "admitted_at": row.admitted_at,
+        "leaf_index": row.leaf_index,
+    }
 
 
-def admit_party(node: Node, actor: Actor | None, *, name: str, role: PartyRole,
-                country: str | None = None, nb_number: str | None = None,
-                public_key: str | None = None) -> tuple[dict[str, Any], int]:
+def admit_party(
+    node: Node,
+    actor: Actor | None,
+    *,
+    name: str,
+    role: PartyRole,
+    country: str | None = None,
+    nb_number: str | None = None,
+    public_key: str | None = None,
+) -> tuple[dict[str, Any], int]:
     """Admit a party (node admin only; ``actor=None`` is the node bootstrapping itself)."""
     if actor is not None:
         require_role(actor, PartyRole.NODE_ADMIN, action="admit parties")
     key = PublicKey.from_any(public_key).to_spki_b64() if public_key else None
-    party = Party(id=new_id("pty", node.country), name=name, role=role,
-                  country=country or node.country, nb_number=nb_number, public_key=key)
-    body = {"party": {"id": party.id, "name": party.name, "role": party.role.value,
-                      "country": party.country, "nb_number": party.nb_number,
-                      "public_key": party.public_key}}
+    party = Party(
+        id=new_id("pty", node.country),
+        name=name,
+        role=role,
+        country=country or node.country,
+        nb_number=nb_number,
+        public_key=key,
+    )
+    body = {
+        "party": {
+            "id": party.id,
+            "name": party.name,
+            "role": party.role.value,
+            "country": party.country,
+            "nb_number": party.nb_number,
+            "public_key": party.public_key,
+        }
+    }
     signer = actor.party_id if actor else node.node_id
     with node.db.write() as conn:
-        if nb_number is not None and conn.execute(
-                select(parties.c.id).where(parties.c.nb_number == nb_number)).first():
+        if (
+            nb_number is not None
+            and conn.execute(select(parties.c.id).where(parties.c.nb_number == nb_number)).first()
+        ):
             raise Conflict(f"notified body number {nb_number} is already admitted")
         if key is not None:
             kid = PublicKey.from_spki_b64(key).key_id
@@ -95,8 +125,9 @@ def get_party(node: Node, party_id: str) -> dict[str, Any]:
     return party_out(row)
 
 
-def list_parties(node: Node, *, role: PartyRole | None, country: str | None, limit: int,
-                 cursor: str | None) -> Page[dict[str, Any]]:
+def list_parties(
+    node: Node, *, role: PartyRole | None, country: str | None, limit: int, cursor: str | None
+) -> Page[dict[str, Any]]:
     check_limit(limit)
     q = select(parties).order_by(parties.c.id).limit(limit + 1)
     after = decode_cursor(cursor, 1)
@@ -112,20 +143,31 @@ def list_parties(node: Node, *, role: PartyRole | None, country: str | None, lim
     return Page([party_out(r) for r in rows[:limit]], nxt)
 
 
-def _store_token(conn: Connection, node: Node, party_id: str, key_id: str | None,
-                 label: str) -> IssuedCredential:
+def _store_token(
+    conn: Connection, node: Node, party_id: str, key_id: str | None, label: str
+) -> IssuedCredential:
     issued = issue_token()
     now = node.now()
     expires = utc_timestamp(now + timedelta(days=node.settings.token_ttl_days))
-    conn.execute(insert(credentials).values(
-        token_id=issued.token_id, party_id=party_id, secret_hash=issued.secret_hash,
-        key_id=key_id, label=label, issued_at=utc_timestamp(now), expires_at=expires))
-    return IssuedCredential(token_id=issued.token_id, token=issued.token, party_id=party_id,
-                            expires_at=expires)
+    conn.execute(
+        insert(credentials).values(
+            token_id=issued.token_id,
+            party_id=party_id,
+            secret_hash=issued.secret_hash,
+            key_id=key_id,
+            label=label,
+            issued_at=utc_timestamp(now),
+            expires_at=expires,
+        )
+    )
+    return IssuedCredential(
+        token_id=issued.token_id, token=issued.token, party_id=party_id, expires_at=expires
+    )
 
 
-def issue_credential(node: Node, actor: Actor | None, party_id: str,
-                     label: str = "") -> IssuedCredential:
+def issue_credential(
+    node: Node, actor: Actor | None, party_id: str, label: str = ""
+) -> IssuedCredential:
     """A new bearer token for ``party_id``, issued by the node admin."""
     if actor is not None:
         require_role(actor, PartyRole.NODE_ADMIN, action="issue credentials for other parties")
@@ -153,25 +195,38 @@ def authenticate(node: Node, token: str) -> Actor:
         row = conn.execute(
             select(credentials, parties.c.role, parties.c.country, parties.c.public_key)
             .join(parties, parties.c.id == credentials.c.party_id)
-            .where(credentials.c.token_id == token_id)).first()
+            .where(credentials.c.token_id == token_id)
+        ).first()
     if row is None or not check_secret(secret, row.secret_hash):
         raise Unauthenticated("bearer token is not valid")
     if row.revoked_at is not None:
         raise Unauthenticated("bearer token was revoked")
     if row.expires_at is not None and row.expires_at < utc_timestamp(node.now()):
         raise Unauthenticated("bearer token has expired")
-    return Actor(party_id=row.party_id, role=PartyRole(row.role), country=row.country,
-                 token_id=token_id, key_id=row.key_id, public_key=row.public_key)
+    return Actor(
+        party_id=row.party_id,
+        role=PartyRole(row.role),
+        country=row.country,
+        token_id=token_id,
+        key_id=row.key_id,
+        public_key=row.public_key,
+    )
 
 
 def _token_out(row: Any) -> dict[str, Any]:
-    return {"token_id": row.token_id, "party_id": row.party_id, "label": row.label,
-            "issued_at": row.issued_at, "expires_at": row.expires_at,
-            "revoked_at": row.revoked_at}
+    return {
+        "token_id": row.token_id,
+        "party_id": row.party_id,
+        "label": row.label,
+        "issued_at": row.issued_at,
+        "expires_at": row.expires_at,
+        "revoked_at": row.revoked_at,
+    }
 
 
-def list_tokens(node: Node, actor: Actor, *, limit: int, cursor: str | None
-                ) -> Page[dict[str, Any]]:
+def list_tokens(
+    node: Node, actor: Actor, *, limit: int, cursor: str | None
+) -> Page[dict[str, Any]]:
     check_limit(limit)
     q = select(credentials).order_by(credentials.c.token_id).limit(limit + 1)
     if actor.role is not PartyRole.NODE_ADMIN:
@@ -188,15 +243,17 @@ def list_tokens(node: Node, actor: Actor, *, limit: int, cursor: str | None
 def revoke_token(node: Node, actor: Actor, token_id: str) -> dict[str, Any]:
     with node.db.write() as conn:
         row = conn.execute(select(credentials).where(credentials.c.token_id == token_id)).first()
-        if row is None or (row.party_id != actor.party_id
-                           and actor.role is not PartyRole.NODE_ADMIN):
+        if row is None or (
+            row.party_id != actor.party_id and actor.role is not PartyRole.NODE_ADMIN
+        ):
             if row is not None:
                 raise Forbidden("a party may revoke only its own tokens")
             raise NotFound(f"token {token_id} does not exist")
         if row.revoked_at is None:
-            conn.execute(update(credentials).where(credentials.c.token_id == token_id)
-                         .values(revoked_at=utc_timestamp(node.now())))
+            conn.execute(
+                update(credentials)
+                .where(credentials.c.token_id == token_id)
+                .values(revoked_at=utc_timestamp(node.now()))
+            )
         row = conn.execute(select(credentials).where(credentials.c.token_id == token_id)).one()
     return _token_out(row)
-
-

@@ -15,17 +15,22 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="METROCLOUD_", extra="ignore")
 
-    data_dir: Path = Field(default=Path("metrocloud-data"),
-                           description="Directory for keys, the SQLite file and the lake.")
+    data_dir: Path = Field(
+        default=Path("metrocloud-data"),
+        description="Directory for keys, the SQLite file and the lake.",
+    )
     db: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir.")
-    db_schema: str | None = Field(default=None,
-                                  description="PostgreSQL schema (search_path) to use.")
+    db_schema: str | None = Field(
+        default=None, description="PostgreSQL schema (search_path) to use."
+    )
     country: str = Field(default="DE", description="Member state of this node (ISO 3166-1).")
     node_name: str = Field(default="metrocloud node", description="Human-readable node name.")
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, description="Port the API listens on.")
-    public_base_url: str | None = Field(default=None, description="URL under which peers and "
-                                        "users reach this node; default http://HOST:PORT.")
+    public_base_url: str | None = Field(
+        default=None,
+        description="URL under which peers and users reach this node; default http://HOST:PORT.",
+    )
     token_ttl_days: int = Field(default=90, description="Lifetime of issued bearer tokens.")
     max_batch: int = Field(default=10_000, description="Most instruments in one registration.")
 

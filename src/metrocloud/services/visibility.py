@@ -27,8 +27,13 @@ GRANT_RULE = "ARCHITECTURE.md decision 4 (data sovereignty)"
 
 
 def _grant_rows(conn: Connection, actor: Actor) -> list[Any]:
-    return list(conn.execute(select(grants.c.owner_id, grants.c.instrument_id).where(
-        grants.c.grantee_id == actor.party_id, grants.c.revoked_at.is_(None))).all())
+    return list(
+        conn.execute(
+            select(grants.c.owner_id, grants.c.instrument_id).where(
+                grants.c.grantee_id == actor.party_id, grants.c.revoked_at.is_(None)
+            )
+        ).all()
+    )
 
 
 def visible_filter(conn: Connection, actor: Actor) -> ColumnElement[bool]:
@@ -42,8 +47,13 @@ def visible_filter(conn: Connection, actor: Actor) -> ColumnElement[bool]:
     elif actor.role is PartyRole.OPERATOR:
         own.append(i.operator_id == actor.party_id)
     elif actor.role is PartyRole.NOTIFIED_BODY:
-        own.append(i.certificate_id.in_(select(certificates.c.id).where(
-            certificates.c.notified_body_id == actor.party_id).scalar_subquery()))
+        own.append(
+            i.certificate_id.in_(
+                select(certificates.c.id)
+                .where(certificates.c.notified_body_id == actor.party_id)
+                .scalar_subquery()
+            )
+        )
     rows = _grant_rows(conn, actor)
     whole = [r.owner_id for r in rows if r.instrument_id is None]
     single = [r.instrument_id for r in rows if r.instrument_id is not None]
@@ -65,8 +75,7 @@ def granted_ids(conn: Connection, actor: Actor, rows: list[Any]) -> set[str]:
     out = set()
     for r in rows:
         direct = actor.party_id in (r.manufacturer_id, r.operator_id)
-        if not direct and (r.id in single or r.manufacturer_id in whole
-                           or r.operator_id in whole):
+        if not direct and (r.id in single or r.manufacturer_id in whole or r.operator_id in whole):
             out.add(r.id)
     return out
 
@@ -78,12 +87,16 @@ def check_can_read(conn: Connection, actor: Actor, row: Any) -> bool:
     if actor.party_id in (row.manufacturer_id, row.operator_id):
         return False
     if actor.role is PartyRole.NOTIFIED_BODY:
-        nb = conn.execute(select(certificates.c.notified_body_id).where(
-            certificates.c.id == row.certificate_id)).scalar_one()
+        nb = conn.execute(
+            select(certificates.c.notified_body_id).where(certificates.c.id == row.certificate_id)
+        ).scalar_one()
         if nb == actor.party_id:
             return False
     if row.id in granted_ids(conn, actor, [row]):
         return True
-    raise Forbidden(f"{actor.party_id} has no right to read instrument {row.id}: it is neither "
-                    "its manufacturer, operator, certifying notified body or an authority, "
-                    "and holds no grant", rule=GRANT_RULE)
+    raise Forbidden(
+        f"{actor.party_id} has no right to read instrument {row.id}: it is neither "
+        "its manufacturer, operator, certifying notified body or an authority, "
+        "and holds no grant",
+        rule=GRANT_RULE,
+    )

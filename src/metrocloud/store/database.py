@@ -52,8 +52,10 @@ class Database:
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
-            raise InvalidInput(f"not a database URL: {url!r} (expected sqlite:///PATH or "
-                               "postgresql+psycopg://USER@HOST:PORT/DB)") from exc
+            raise InvalidInput(
+                f"not a database URL: {url!r} (expected sqlite:///PATH or "
+                "postgresql+psycopg://USER@HOST:PORT/DB)"
+            ) from exc
         self.url = parsed
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
@@ -105,8 +107,7 @@ class Database:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except OperationalError as exc:
-            raise StorageUnavailable(
-                f"cannot open database {self.describe()}: {exc.orig}") from exc
+            raise StorageUnavailable(f"cannot open database {self.describe()}: {exc.orig}") from exc
 
     def table_names(self) -> list[str]:
         return inspect(self.engine).get_table_names()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
@@ -20,6 +21,7 @@ from metrocloud.domain.certificates import CertificateAction, CertificateStatus,
 from metrocloud.domain.errors import InvalidInput, NotFound
 from metrocloud.domain.instruments import EventKind, LifeCycleState, apply_event
 from metrocloud.domain.parties import PartyRole
+from metrocloud.store.bulk import insert_rows
 from metrocloud.store.schema import (
     certificate_history,
     certificates,
@@ -30,7 +32,7 @@ from metrocloud.store.schema import (
     parties,
 )
 
-__all__ = ["KINDS", "device_key_id", "project"]
+__all__ = ["KINDS", "device_key_id", "project", "software_text"]
 
 Payload = Mapping[str, Any]
 
@@ -43,34 +45,82 @@ def device_key_id(public_key_b64: str) -> str:
 def _party_admitted(conn: Connection, p: Payload, leaf: int) -> None:
     party = p["body"]["party"]
     key = party.get("public_key")
-    conn.execute(insert(parties).values(
-        id=party["id"], name=party["name"], role=party["role"], country=party["country"],
-        nb_number=party.get("nb_number"), public_key=key,
-        key_id=device_key_id(key) if key else None,
-        admitted_at=p["issued_at"], leaf_index=leaf))
+    conn.execute(
+        insert(parties).values(
+            id=party["id"],
+            name=party["name"],
+            role=party["role"],
+            country=party["country"],
+            nb_number=party.get("nb_number"),
+            public_key=key,
+            key_id=device_key_id(key) if key else None,
+            admitted_at=p["issued_at"],
+            leaf_index=leaf,
+        )
+    )
 
 
 def _certificate_issued(conn: Connection, p: Payload, leaf: int) -> None:
     c = p["body"]["certificate"]
-    conn.execute(insert(certificates).values(
-        id=c["id"], number=c["number"], notified_body_id=c["notified_body_id"],
-        holder_id=c["holder_id"], module=c["module"], category=c["category"], model=c["model"],
-        accuracy_class=c["accuracy_class"], software=c["software"],
-        rated_conditions=c.get("rated_conditions", {}),
-        issued_on=date.fromisoformat(c["issued_on"]),
-        valid_until=date.fromisoformat(c["valid_until"]),
-        status=CertificateStatus.VALID.value, revision=0, leaf_index=leaf))
-    _history(conn, c["id"], CertificateAction.ISSUE, status=CertificateStatus.VALID,
-             revision=0, reason=c.get("reason", ""), at=p["issued_at"], leaf=leaf)
+    conn.execute(
+        insert(certificates).values(
+            id=c["id"],
+            number=c["number"],
+            notified_body_id=c["notified_body_id"],
+            holder_id=c["holder_id"],
+            module=c["module"],
+            category=c["category"],
+            model=c["model"],
+            accuracy_class=c["accuracy_class"],
+            software=c["software"],
+            rated_conditions=c.get("rated_conditions", {}),
+            issued_on=date.fromisoformat(c["issued_on"]),
+            valid_until=date.fromisoformat(c["valid_until"]),
+            status=CertificateStatus.VALID.value,
+            revision=0,
+            leaf_index=leaf,
+        )
+    )
+    _history(
+        conn,
+        c["id"],
+        CertificateAction.ISSUE,
+        status=CertificateStatus.VALID,
+        revision=0,
+        reason=c.get("reason", ""),
+        at=p["issued_at"],
+        leaf=leaf,
+    )
 
 
-def _history(conn: Connection, cert_id: str, action: CertificateAction, *,
-             status: CertificateStatus, revision: int, reason: str, at: str, leaf: int) -> None:
-    seq = conn.execute(select(func.count()).select_from(certificate_history).where(
-        certificate_history.c.certificate_id == cert_id)).scalar_one()
-    conn.execute(insert(certificate_history).values(
-        certificate_id=cert_id, seq=seq, action=action.value, status=status.value,
-        revision=revision, reason=reason, at=at, leaf_index=leaf))
+def _history(
+    conn: Connection,
+    cert_id: str,
+    action: CertificateAction,
+    *,
+    status: CertificateStatus,
+    revision: int,
+    reason: str,
+    at: str,
+    leaf: int,
+) -> None:
+    seq = conn.execute(
+        select(func.count())
+        .select_from(certificate_history)
+        .where(certificate_history.c.certificate_id == cert_id)
+    ).scalar_one()
+    conn.execute(
+        insert(certificate_history).values(
+            certificate_id=cert_id,
+            seq=seq,
+            action=action.value,
+            status=status.value,
+            revision=revision,
+            reason=reason,
+            at=at,
+            leaf_index=leaf,
+        )
+    )
 
 
 def _certificate_row(conn: Connection, cert_id: str) -> Any:
@@ -98,49 +148,107 @@ def _certificate_changed(action: CertificateAction) -> Callable[[Connection, Pay
                 raise InvalidInput(f"cannot revise {sorted(unknown)} of a certificate")
             for name in _REVISABLE:
                 if name in changes:
-                    values[name] = (date.fromisoformat(changes[name]) if name == "valid_until"
-                                    else changes[name])
+                    values[name] = (
+                        date.fromisoformat(changes[name])
+                        if name == "valid_until"
+                        else changes[name]
+                    )
             values["revision"] = revision
         conn.execute(update(certificates).where(certificates.c.id == row.id).values(**values))
-        _history(conn, row.id, action, status=status, revision=revision,
-                 reason=body.get("reason", ""), at=p["issued_at"], leaf=leaf)
+        _history(
+            conn,
+            row.id,
+            action,
+            status=status,
+            revision=revision,
+            reason=body.get("reason", ""),
+            at=p["issued_at"],
+            leaf=leaf,
+        )
+
     return apply
+
+
+_INSTRUMENT_COLUMNS = (
+    "id",
+    "serial",
+    "manufacturer_id",
+    "certificate_id",
+    "category",
+    "state",
+    "operator_id",
+    "region",
+    "verified_until",
+    "software",
+    "event_count",
+    "registered_leaf",
+    "leaf_index",
+)
+_KEY_COLUMNS = ("key_id", "instrument_id", "algorithm", "public_key", "revoked_leaf")
+
+
+def software_text(software: Mapping[str, Any] | None) -> str | None:
+    """The stored form of a software identification: canonical JSON text."""
+    if software is None:
+        return None
+    return json.dumps(software, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _instruments_registered(conn: Connection, p: Payload, leaf: int) -> None:
     body = p["body"]
+    manufacturer = body["manufacturer_id"]
     categories: dict[str, str] = {}
+    software_cache: dict[tuple[str, ...], str | None] = {}
+    registered = LifeCycleState.REGISTERED.value
     rows = []
     keys = []
     for item in body["instruments"]:
         cid = item["certificate_id"]
         if cid not in categories:
             categories[cid] = _certificate_row(conn, cid).category
-        rows.append({
-            "id": item["id"], "serial": item["serial"], "manufacturer_id": body["manufacturer_id"],
-            "certificate_id": cid, "category": categories[cid],
-            "state": LifeCycleState.REGISTERED.value, "operator_id": None,
-            "region": item.get("region"), "verified_until": None,
-            "software": item.get("software"), "event_count": 0,
-            "registered_leaf": leaf, "leaf_index": leaf,
-        })
+        sw = item.get("software")
+        sw_key = tuple(sorted(sw.items())) if sw else ()
+        if sw_key not in software_cache:
+            software_cache[sw_key] = software_text(sw)
+        rows.append(
+            (
+                item["id"],
+                item["serial"],
+                manufacturer,
+                cid,
+                categories[cid],
+                registered,
+                None,
+                item.get("region"),
+                None,
+                software_cache[sw_key],
+                0,
+                leaf,
+                leaf,
+            )
+        )
         for k in item.get("device_keys", ()):
-            keys.append({"key_id": device_key_id(k["public_key"]), "instrument_id": item["id"],
-                         "algorithm": k["alg"], "public_key": k["public_key"],
-                         "revoked_leaf": None})
-    if rows:
-        conn.execute(insert(instruments), rows)
-    if keys:
-        conn.execute(insert(device_keys), keys)
+            keys.append(
+                (device_key_id(k["public_key"]), item["id"], k["alg"], k["public_key"], None)
+            )
+    insert_rows(conn, instruments, _INSTRUMENT_COLUMNS, rows)
+    insert_rows(conn, device_keys, _KEY_COLUMNS, keys)
 
 
 def _conformity_declared(conn: Connection, p: Payload, leaf: int) -> None:
     d = p["body"]["declaration"]
-    conn.execute(insert(declarations).values(
-        id=d["id"], certificate_id=d["certificate_id"], manufacturer_id=d["manufacturer_id"],
-        module=d["module"], instrument_ids=d["instrument_ids"],
-        declared_on=date.fromisoformat(d["declared_on"]),
-        document_sha256=d.get("document_sha256"), leaf_index=leaf))
+    conn.execute(
+        insert(declarations).values(
+            id=d["id"],
+            certificate_id=d["certificate_id"],
+            manufacturer_id=d["manufacturer_id"],
+            module=d["module"],
+            instrument_ids=d["instrument_ids"],
+            declared_on=date.fromisoformat(d["declared_on"]),
+            document_sha256=d.get("document_sha256"),
+            leaf_index=leaf,
+        )
+    )
 
 
 def _instrument_event(conn: Connection, p: Payload, leaf: int) -> None:
@@ -152,24 +260,41 @@ def _instrument_event(conn: Connection, p: Payload, leaf: int) -> None:
     kind = EventKind(e["kind"])
     state = apply_event(LifeCycleState(inst.state), kind, PartyRole(role))
     details = e.get("details", {})
-    values: dict[str, Any] = {"state": state.value, "leaf_index": leaf,
-                              "event_count": inst.event_count + 1}
+    values: dict[str, Any] = {
+        "state": state.value,
+        "leaf_index": leaf,
+        "event_count": inst.event_count + 1,
+    }
     if kind is EventKind.PUT_INTO_SERVICE:
         values["operator_id"] = p["signer"]
     if "region" in details and kind in (EventKind.PUT_INTO_SERVICE, EventKind.RELOCATED):
         values["region"] = details["region"]
     if kind is EventKind.VERIFIED:
         values["verified_until"] = date.fromisoformat(details["verified_until"])
-    if kind in (EventKind.VERIFICATION_FAILED, EventKind.SEAL_BROKEN, EventKind.REPAIRED,
-                EventKind.TAMPER_DETECTED, EventKind.SOFTWARE_UPDATED):
+    if kind in (
+        EventKind.VERIFICATION_FAILED,
+        EventKind.SEAL_BROKEN,
+        EventKind.REPAIRED,
+        EventKind.TAMPER_DETECTED,
+        EventKind.SOFTWARE_UPDATED,
+    ):
         values["verified_until"] = None  # the verification no longer holds
     if kind is EventKind.SOFTWARE_UPDATED:
-        values["software"] = details["software"]
+        values["software"] = software_text(details["software"])
     conn.execute(update(instruments).where(instruments.c.id == inst.id).values(**values))
-    conn.execute(insert(events).values(
-        id=e["id"], instrument_id=inst.id, seq=inst.event_count, kind=kind.value,
-        occurred_at=e["occurred_at"], recorded_by=p["signer"], details=details,
-        state_after=state.value, leaf_index=leaf))
+    conn.execute(
+        insert(events).values(
+            id=e["id"],
+            instrument_id=inst.id,
+            seq=inst.event_count,
+            kind=kind.value,
+            occurred_at=e["occurred_at"],
+            recorded_by=p["signer"],
+            details=details,
+            state_after=state.value,
+            leaf_index=leaf,
+        )
+    )
 
 
 KINDS: dict[str, Callable[[Connection, Payload, int], None]] = {

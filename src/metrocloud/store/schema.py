@@ -131,12 +131,12 @@ instruments = Table(
     Column("operator_id", ID, ForeignKey("parties.id"), nullable=True),
     Column("region", String(5), nullable=True),
     Column("verified_until", Date, nullable=True),
-    Column("software", JSON, nullable=True),
+    Column("software", Text, nullable=True),  # canonical JSON text (projection.software_text)
     Column("event_count", Integer, nullable=False, default=0),
     Column("registered_leaf", BigInteger, nullable=False),
     Column("leaf_index", BigInteger, nullable=False),
-    UniqueConstraint("manufacturer_id", "serial", name="uq_instruments_manufacturer_serial"),
-    Index("ix_instruments_serial", "serial"),
+    # serials are unique per manufacturer; the serial-first order also serves look-ups by serial
+    UniqueConstraint("serial", "manufacturer_id", name="uq_instruments_serial_manufacturer"),
     Index("ix_instruments_manufacturer_id", "manufacturer_id", "id"),
     Index("ix_instruments_certificate_id", "certificate_id", "id"),
     Index("ix_instruments_operator_id", "operator_id", "id"),
@@ -197,8 +197,9 @@ grants = Table(
 access_log = Table(
     "access_log",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("at", String(30), nullable=False),
     Column("owner_id", ID, nullable=False),
     Column("reader_id", ID, nullable=False),

@@ -17,7 +17,13 @@ from metrocloud.trust.credentials import (
     token_request_message,
     verify_token_request,
 )
-from metrocloud.trust.keys import KeyAlgorithm, KeyStore, PrivateKey, PublicKey
+from metrocloud.trust.keys import (
+    KeyAlgorithm,
+    KeyStore,
+    PrivateKey,
+    PublicKey,
+    describe_public_key,
+)
 from metrocloud.trust.statements import (
     REQUEST_DOMAIN,
     STATEMENT_DOMAIN,
@@ -46,6 +52,7 @@ __all__ = [
     "canonical_json",
     "canonical_json_hash",
     "check_secret",
+    "describe_public_key",
     "issue_token",
     "parse_request_signature",
     "parse_token",

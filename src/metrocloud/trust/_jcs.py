@@ -20,7 +20,7 @@ reference implementation.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NoReturn
 
 from metrocloud.domain.errors import InvalidInput
 
@@ -85,18 +85,15 @@ def _scan_container(
             _RULE_TYPES,
         )
     active.add(marker)
-    flags = 0
+    items: Any
     if isinstance(container, dict):
         for key in container:
             if not isinstance(key, str):
-                raise invalid(
-                    f"object key {key!r} at {_render(path)} is of type {type(key).__name__}; "
-                    "JSON object keys must be strings",
-                    _RULE_TYPES,
-                )
-        items: Any = container.items()
+                _reject_key(key, path)
+        items = container.items()
     else:
         items = enumerate(container)
+    flags = 0
     for key, item in items:
         kind = type(item)
         if kind is str or kind is bool or item is None:
@@ -113,6 +110,14 @@ def _scan_container(
         flags |= _scan(item, depth + 1, active, (path, key))
     active.discard(marker)
     return flags
+
+
+def _reject_key(key: object, path: _Path) -> NoReturn:
+    raise invalid(
+        f"object key {key!r} at {_render(path)} is of type {type(key).__name__}; "
+        "JSON object keys must be strings",
+        _RULE_TYPES,
+    )
 
 
 def _scan_leaf(value: object, path: _Path) -> int:

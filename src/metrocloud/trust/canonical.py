@@ -58,7 +58,11 @@ def canonical_json(value: object) -> bytes:
             "JCS strings must be valid Unicode encodable as UTF-8",
             "RFC 8785 §3.2.2.2",
         ) from None
-    if _NON_BMP_LEAD.search(encoded) is not None and has_non_bmp_key(value):
+    if (
+        not encoded.isascii()
+        and _NON_BMP_LEAD.search(encoded) is not None
+        and has_non_bmp_key(value)
+    ):
         # code-point order and UTF-16 order (RFC 8785 §3.2.3) may differ: use the reference
         return _reference(value)
     return encoded

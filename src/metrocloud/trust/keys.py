@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from metrocloud.domain.errors import Conflict, InvalidInput, NotFound, VerificationError
 from metrocloud.trust import _files, _keyparse
 
-__all__ = ["KeyAlgorithm", "KeyStore", "PrivateKey", "PublicKey"]
+__all__ = ["KeyAlgorithm", "KeyStore", "PrivateKey", "PublicKey", "describe_public_key"]
 
 
 class KeyAlgorithm(StrEnum):
@@ -293,3 +293,25 @@ class KeyStore:
 
     def __repr__(self) -> str:
         return f"KeyStore(directory={str(self._directory)!r})"
+
+
+_ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+
+
+def describe_public_key(text: str) -> tuple[KeyAlgorithm, str, str]:
+    """``(algorithm, key_id, base64 SPKI)`` of a PEM or base64 SPKI public key.
+
+    The bulk-registration path: for the common Ed25519 SPKI (12-byte DER prefix and the
+    32-byte key) the DER is checked by its exact form without building a key object; every
+    other input goes through :meth:`PublicKey.from_any`, which validates it fully (for
+    P-256, that the point is on the curve).
+    """
+    if isinstance(text, str) and len(text) == 60 and not text.startswith("-----"):
+        try:
+            der = base64.b64decode(text, validate=True)
+        except ValueError:
+            der = b""
+        if len(der) == 44 and der.startswith(_ED25519_SPKI_PREFIX):
+            return KeyAlgorithm.ED25519, hashlib.sha256(der).hexdigest(), text
+    key = PublicKey.from_any(text)
+    return key.algorithm, key.key_id, key.to_spki_b64()

@@ -112,6 +112,8 @@ class SignedStatement:
 
     statement: Statement
     signatures: tuple[Signature, ...]
+    #: canonical payload bytes when already computed (by :func:`sign_statement`); a cache
+    payload_bytes: bytes | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.signatures, tuple):
@@ -126,16 +128,22 @@ class SignedStatement:
             )
 
     def to_bytes(self) -> bytes:
-        """The RFC 8785 canonical JSON of the envelope (the ledger entry)."""
-        return canonical_json(
-            {
-                "payload": self.statement.payload(),
-                "signatures": [
-                    {"key_id": s.key_id, "alg": s.alg.value, "sig": b64encode(s.sig)}
-                    for s in self.signatures
-                ],
-            }
+        """The RFC 8785 canonical JSON of the envelope (the ledger entry).
+
+        The envelope's keys sort as ``payload`` < ``signatures`` and a canonical value nests
+        unchanged, so the envelope is assembled from the canonical payload bytes without
+        canonicalizing the (possibly large) payload a second time.
+        """
+        payload = self.payload_bytes
+        if payload is None:
+            payload = canonical_json(self.statement.payload())
+        signatures = canonical_json(
+            [
+                {"key_id": s.key_id, "alg": s.alg.value, "sig": b64encode(s.sig)}
+                for s in self.signatures
+            ]
         )
+        return b'{"payload":' + payload + b',"signatures":' + signatures + b"}"
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SignedStatement:
@@ -195,11 +203,12 @@ def sign_statement(statement: Statement, *keys: PrivateKey) -> SignedStatement:
     """Sign ``statement`` with each of ``keys`` (at least one), in the order given."""
     if not keys:
         raise InvalidInput("sign_statement needs at least one key", rule=_RULE)
-    message = STATEMENT_DOMAIN + canonical_json(statement.payload())
+    payload = canonical_json(statement.payload())
+    message = STATEMENT_DOMAIN + payload
     signatures = tuple(
         Signature(key_id=key.key_id, alg=key.algorithm, sig=key.sign(message)) for key in keys
     )
-    return SignedStatement(statement=statement, signatures=signatures)
+    return SignedStatement(statement=statement, signatures=signatures, payload_bytes=payload)
 
 
 def sign_request(body: object, key: PrivateKey) -> str:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 03:56:11.497846
+Create Date: 2026-11-24 03:59:29.721059
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def upgrade() -> None:
         sa.Column("operator_id", sa.String(length=40), nullable=True),
         sa.Column("region", sa.String(length=5), nullable=True),
         sa.Column("verified_until", sa.Date(), nullable=True),
-        sa.Column("software", sa.JSON(), nullable=True),
+        sa.Column("software", sa.Text(), nullable=True),
         sa.Column("event_count", sa.Integer(), nullable=False),
         sa.Column("registered_leaf", sa.BigInteger(), nullable=False),
         sa.Column("leaf_index", sa.BigInteger(), nullable=False),
@@ -208,7 +208,7 @@ def upgrade() -> None:
             ["operator_id"], ["parties.id"], name=op.f("fk_instruments_operator_id_parties")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_instruments")),
-        sa.UniqueConstraint("manufacturer_id", "serial", name="uq_instruments_manufacturer_serial"),
+        sa.UniqueConstraint("serial", "manufacturer_id", name="uq_instruments_serial_manufacturer"),
     )
     with op.batch_alter_table("instruments", schema=None) as batch_op:
         batch_op.create_index("ix_instruments_category_id", ["category", "id"], unique=False)
@@ -220,7 +220,6 @@ def upgrade() -> None:
         )
         batch_op.create_index("ix_instruments_operator_id", ["operator_id", "id"], unique=False)
         batch_op.create_index("ix_instruments_region_id", ["region", "id"], unique=False)
-        batch_op.create_index("ix_instruments_serial", ["serial"], unique=False)
         batch_op.create_index("ix_instruments_state_id", ["state", "id"], unique=False)
 
     op.create_table(
@@ -330,7 +329,6 @@ def downgrade() -> None:
     op.drop_table("device_keys")
     with op.batch_alter_table("instruments", schema=None) as batch_op:
         batch_op.drop_index("ix_instruments_state_id")
-        batch_op.drop_index("ix_instruments_serial")
         batch_op.drop_index("ix_instruments_region_id")
         batch_op.drop_index("ix_instruments_operator_id")
         batch_op.drop_index("ix_instruments_manufacturer_id")

@@ -1,0 +1,185 @@
+"""Shared fixtures: a fresh node per test, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from metrocloud.api.app import create_app
+from metrocloud.domain.categories import InstrumentCategory
+from metrocloud.domain.parties import PartyRole
+from metrocloud.domain.types import ChecksumAlgorithm, SoftwareIdentification
+from metrocloud.services import certificates as certs
+from metrocloud.services import instruments as inst
+from metrocloud.services import parties as pty
+from metrocloud.services.common import Actor
+from metrocloud.services.node import Node
+from metrocloud.services.settings import Settings
+from metrocloud.trust.keys import KeyAlgorithm, PrivateKey
+
+from ._pg import PG_URL, fresh_schema
+
+
+@dataclass(frozen=True)
+class DbTarget:
+    kind: str
+    url: str | None
+    schema: str | None
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_target(request: pytest.FixtureRequest) -> Iterator[DbTarget]:
+    """The database under test: every test using it runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield DbTarget("sqlite", None, None)
+    else:
+        with fresh_schema() as schema:
+            yield DbTarget("postgresql", PG_URL, schema)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_target: DbTarget) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "node", db=db_target.url, db_schema=db_target.schema, country="DE"
+    )
+
+
+@pytest.fixture
+def node(settings: Settings) -> Iterator[Node]:
+    n = Node.open(settings)
+    yield n
+    n.db.dispose()
+
+
+@pytest.fixture
+def client(node: Node) -> Iterator[TestClient]:
+    with TestClient(create_app(node), raise_server_exceptions=False) as c:
+        yield c
+
+
+def software(version: str = "1.0.0", name: str = "FW") -> SoftwareIdentification:
+    import hashlib
+
+    return SoftwareIdentification(
+        name=name,
+        version=version,
+        algorithm=ChecksumAlgorithm.SHA256,
+        checksum=hashlib.sha256(f"{name}{version}".encode()).hexdigest(),
+    )
+
+
+@dataclass
+class Member:
+    party: dict[str, Any]
+    token: str
+    key: PrivateKey
+
+    @property
+    def id(self) -> str:
+        return str(self.party["id"])
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(
+            party_id=self.id,
+            role=PartyRole(self.party["role"]),
+            country=self.party["country"],
+            public_key=self.party["public_key"],
+        )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class World:
+    """Two of each party role, so every test can try own and foreign records."""
+
+    node: Node
+    members: dict[str, Member] = field(default_factory=dict)
+    _nb_counter: int = 100
+
+    def admit(self, name: str, role: PartyRole) -> Member:
+        key = PrivateKey.generate(KeyAlgorithm.ED25519)
+        nb = None
+        if role is PartyRole.NOTIFIED_BODY:
+            self._nb_counter += 1
+            nb = f"{self._nb_counter:04d}"
+        party, _ = pty.admit_party(
+            self.node,
+            None,
+            name=name,
+            role=role,
+            nb_number=nb,
+            public_key=key.public_key.to_spki_b64(),
+        )
+        cred = pty.issue_credential(self.node, None, party["id"])
+        m = Member(party, cred.token, key)
+        self.members[name] = m
+        return m
+
+    def __getattr__(self, name: str) -> Member:
+        try:
+            return self.__dict__["members"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def certificate(
+        self,
+        nb: Member,
+        holder: Member,
+        number: str | None = None,
+        category: InstrumentCategory = InstrumentCategory.MI_003,
+        accuracy: str = "B",
+    ) -> dict[str, Any]:
+        draft = certs.CertificateDraft(
+            number=number
+            or f"DE-{nb.party['nb_number']}-{len(self.node.now().isoformat())}-"
+            f"{PrivateKey.generate().key_id[:8]}",
+            holder_id=holder.id,
+            category=category,
+            model="Test meter",
+            accuracy_class=accuracy,
+            software=(software("1.0.0"), software("1.1.0")),
+        )
+        cert, _ = certs.issue_certificate(self.node, nb.actor, draft)
+        return cert
+
+    def instruments(
+        self, manufacturer: Member, cert: dict[str, Any], n: int = 3, prefix: str = "SN"
+    ) -> list[dict[str, Any]]:
+        drafts = [
+            inst.InstrumentDraft(
+                serial=f"{prefix}{i:06d}",
+                certificate_id=cert["id"],
+                region="DE21",
+                device_keys=(PrivateKey.generate().public_key.to_spki_b64(),),
+            )
+            for i in range(n)
+        ]
+        refs, _ = inst.register_instruments(self.node, manufacturer.actor, drafts)
+        return refs
+
+
+@pytest.fixture
+def world(node: Node) -> World:
+    w = World(node)
+    for name, role in (
+        ("admin", PartyRole.NODE_ADMIN),
+        ("nb1", PartyRole.NOTIFIED_BODY),
+        ("nb2", PartyRole.NOTIFIED_BODY),
+        ("man1", PartyRole.MANUFACTURER),
+        ("man2", PartyRole.MANUFACTURER),
+        ("op1", PartyRole.OPERATOR),
+        ("op2", PartyRole.OPERATOR),
+        ("auth1", PartyRole.AUTHORITY),
+        ("auth2", PartyRole.AUTHORITY),
+    ):
+        w.admit(name, role)
+    return w
