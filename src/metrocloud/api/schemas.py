@@ -13,6 +13,47 @@ from metrocloud.domain.instruments import EventKind, LifeCycleState
 from metrocloud.domain.parties import PartyRole
 from metrocloud.domain.types import ChecksumAlgorithm
 
+__all__ = [
+    "MAX_BATCH",
+    "AccessLogOut",
+    "CertificateChangeIn",
+    "CertificateIn",
+    "CertificateOut",
+    "CertificateRecorded",
+    "CertificateRevisionIn",
+    "ConsistencyProofOut",
+    "DeclarationIn",
+    "DeclarationOut",
+    "DeviceKeyOut",
+    "EntryOut",
+    "EventIn",
+    "EventOut",
+    "EventRecorded",
+    "GrantIn",
+    "GrantOut",
+    "HistoryOut",
+    "InclusionProofOut",
+    "InstrumentIn",
+    "InstrumentOut",
+    "InstrumentRef",
+    "InstrumentsIn",
+    "InstrumentsRegistered",
+    "MeOut",
+    "NodeOut",
+    "Page",
+    "PartyCreated",
+    "PartyIn",
+    "PartyOut",
+    "Problem",
+    "Recorded",
+    "SoftwareIdIn",
+    "TokenIn",
+    "TokenInfo",
+    "TokenOut",
+    "TokenRequest",
+    "TreeHeadOut",
+]
+
 T = TypeVar("T")
 
 _SERIAL = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$"

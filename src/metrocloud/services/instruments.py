@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
+from metrocloud.domain.certificates import Certificate
 from metrocloud.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from metrocloud.domain.instruments import LifeCycleState, validate_nuts, validate_serial
 from metrocloud.domain.parties import PartyRole
@@ -78,9 +80,7 @@ def instrument_out(row: Any, keys: Sequence[Any] = ()) -> dict[str, Any]:
     }
 
 
-def _check_duplicates(
-    conn: Connection, manufacturer: str, serials: list[str], key_ids: list[str]
-) -> None:
+def _check_batch(serials: list[str], key_ids: list[str]) -> None:
     seen: set[str] = set()
     for s in serials:
         if s in seen:
@@ -91,81 +91,109 @@ def _check_duplicates(
         if k in seen_keys:
             raise Conflict(f"device key {k[:16]}... appears twice in this batch")
         seen_keys.add(k)
+
+
+def _name_collision(
+    conn: Connection, manufacturer: str, serials: list[str], key_ids: list[str]
+) -> Conflict:
+    """After a unique-constraint failure: which serial or device key collided."""
     for start in range(0, len(serials), _CHUNK):
         chunk = serials[start : start + _CHUNK]
         dup = conn.execute(
             select(instruments.c.serial)
-            .where(instruments.c.manufacturer_id == manufacturer, instruments.c.serial.in_(chunk))
+            .where(instruments.c.serial.in_(chunk), instruments.c.manufacturer_id == manufacturer)
             .limit(1)
         ).scalar_one_or_none()
         if dup is not None:
-            raise Conflict(f"serial {dup!r} is already registered by this manufacturer")
+            return Conflict(
+                f"serial {dup!r} is already registered by this manufacturer; "
+                "nothing of this batch was registered"
+            )
     for start in range(0, len(key_ids), _CHUNK):
         chunk = key_ids[start : start + _CHUNK]
         dup = conn.execute(
             select(device_keys.c.key_id).where(device_keys.c.key_id.in_(chunk)).limit(1)
         ).scalar_one_or_none()
         if dup is not None:
-            raise Conflict(f"device key {dup[:16]}... is already registered to an instrument")
+            return Conflict(
+                f"device key {dup[:16]}... is already registered to an instrument; "
+                "nothing of this batch was registered"
+            )
+    return Conflict(
+        "registration collides with an existing instrument or device key; "
+        "nothing of this batch was registered"
+    )
+
+
+def _certificates(
+    conn: Connection, actor: Actor, drafts: Sequence[InstrumentDraft], today: date
+) -> dict[str, Certificate]:
+    certs: dict[str, Certificate] = {}
+    for cid in {d.certificate_id for d in drafts}:
+        row = conn.execute(select(certificates).where(certificates.c.id == cid)).first()
+        if row is None:
+            raise NotFound(f"certificate {cid} does not exist")
+        if row.holder_id != actor.party_id:
+            raise Forbidden(
+                f"certificate {cid} is held by another manufacturer; only its "
+                "holder registers instruments of that type",
+                rule="MID 2014/32/EU Art. 8 (manufacturer obligations)",
+            )
+        cert = to_domain(row)
+        cert.ensure_allows_registration(today)
+        certs[cid] = cert
+    return certs
+
+
+def _item(iid: str, d: InstrumentDraft, cert: Certificate, key_ids: list[str]) -> dict[str, Any]:
+    """The statement's record of one instrument (software omitted when it is the default)."""
+    validate_serial(d.serial)
+    item: dict[str, Any] = {"id": iid, "serial": d.serial, "certificate_id": d.certificate_id}
+    if d.software is not None and d.software != cert.instrument_type.software[-1]:
+        if not cert.instrument_type.approves(d.software):
+            raise InvalidInput(
+                f"instrument {d.serial}: software {d.software.name} {d.software.version} "
+                f"({d.software.checksum[:12]}...) is not approved by certificate {cert.number}",
+                rule="WELMEC 7.2 S1; MID Annex II module B point 3",
+            )
+        item["software"] = d.software.as_dict()
+    keys = []
+    for k in d.device_keys:
+        _alg, key_id, spki = describe_public_key(k)
+        keys.append(spki)
+        key_ids.append(key_id)
+    item["device_keys"] = keys
+    if d.region is not None:
+        item["region"] = validate_nuts(d.region)
+    return item
 
 
 def register_instruments(
     node: Node, actor: Actor, drafts: Sequence[InstrumentDraft], extra: dict[str, Any] | None = None
 ) -> tuple[list[dict[str, Any]], int]:
-    """Register instruments in one transaction: all of them, or none."""
+    """Register instruments in one transaction: all of them, or none.
+
+    The statement lists each instrument's id, serial, certificate, device keys (base64 SPKI),
+    region and, when it is not the certificate's newest approved one, its software.
+    """
     require_role(actor, PartyRole.MANUFACTURER, action="register instruments")
     limit = node.settings.max_batch
     if not drafts:
         raise InvalidInput("a registration needs at least one instrument")
     if len(drafts) > limit:
         raise InvalidInput(f"a registration holds at most {limit} instruments, got {len(drafts)}")
-    today = node.now().date()
     ids = new_ids("ins", node.country, len(drafts))
-    items: list[dict[str, Any]] = []
     key_ids: list[str] = []
-    with node.db.write() as conn:
-        certs: dict[str, Any] = {}
-        for cid in {d.certificate_id for d in drafts}:
-            row = conn.execute(select(certificates).where(certificates.c.id == cid)).first()
-            if row is None:
-                raise NotFound(f"certificate {cid} does not exist")
-            if row.holder_id != actor.party_id:
-                raise Forbidden(
-                    f"certificate {cid} is held by another manufacturer; only its "
-                    "holder registers instruments of that type",
-                    rule="MID 2014/32/EU Art. 8 (manufacturer obligations)",
-                )
-            cert = to_domain(row)
-            cert.ensure_allows_registration(today)
-            certs[cid] = cert
-        for iid, d in zip(ids, drafts, strict=True):
-            validate_serial(d.serial)
-            cert = certs[d.certificate_id]
-            software = d.software or cert.instrument_type.software[-1]
-            if not cert.instrument_type.approves(software):
-                raise InvalidInput(
-                    f"instrument {d.serial}: software {software.name} {software.version} "
-                    f"({software.checksum[:12]}...) is not approved by certificate {cert.number}",
-                    rule="WELMEC 7.2 S1; MID Annex II module B point 3",
-                )
-            keys = []
-            for k in d.device_keys:
-                alg, key_id, spki = describe_public_key(k)
-                keys.append({"alg": alg.value, "public_key": spki})
-                key_ids.append(key_id)
-            item: dict[str, Any] = {
-                "id": iid,
-                "serial": d.serial,
-                "certificate_id": d.certificate_id,
-                "software": software.as_dict(),
-                "device_keys": keys,
-            }
-            if d.region is not None:
-                item["region"] = validate_nuts(d.region)
-            items.append(item)
-        _check_duplicates(conn, actor.party_id, [d.serial for d in drafts], key_ids)
-        body = {"manufacturer_id": actor.party_id, "instruments": items}
-        try:
+    serials = [d.serial for d in drafts]
+    try:
+        with node.db.write() as conn:
+            certs = _certificates(conn, actor, drafts, node.now().date())
+            items = [
+                _item(iid, d, certs[d.certificate_id], key_ids)
+                for iid, d in zip(ids, drafts, strict=True)
+            ]
+            _check_batch(serials, key_ids)
+            body = {"manufacturer_id": actor.party_id, "instruments": items}
             rec = node.commit(
                 conn,
                 [
@@ -174,11 +202,9 @@ def register_instruments(
                     )
                 ],
             )
-        except IntegrityError as exc:
-            raise Conflict(
-                "registration collides with an existing instrument or device key "
-                "(registered concurrently); nothing was registered"
-            ) from exc
+    except IntegrityError as exc:
+        with node.db.read() as conn:
+            raise _name_collision(conn, actor.party_id, serials, key_ids) from exc
     leaf = rec.leaf_indexes[0]
     return [{"id": it["id"], "serial": it["serial"], "leaf_index": leaf} for it in items], leaf
 

@@ -40,7 +40,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA cache_size=-65536")
+    cur.execute("PRAGMA cache_size=-131072")  # 128 MiB per connection
     cur.execute("PRAGMA temp_store=MEMORY")
     cur.close()
 

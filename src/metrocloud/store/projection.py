@@ -31,6 +31,7 @@ from metrocloud.store.schema import (
     instruments,
     parties,
 )
+from metrocloud.trust.keys import describe_public_key
 
 __all__ = ["KINDS", "device_key_id", "project", "software_text"]
 
@@ -197,40 +198,37 @@ def software_text(software: Mapping[str, Any] | None) -> str | None:
 def _instruments_registered(conn: Connection, p: Payload, leaf: int) -> None:
     body = p["body"]
     manufacturer = body["manufacturer_id"]
-    categories: dict[str, str] = {}
-    software_cache: dict[tuple[str, ...], str | None] = {}
+    certs: dict[str, tuple[str, str | None]] = {}  # id -> (category, default software text)
     registered = LifeCycleState.REGISTERED.value
     rows = []
     keys = []
     for item in body["instruments"]:
         cid = item["certificate_id"]
-        if cid not in categories:
-            categories[cid] = _certificate_row(conn, cid).category
+        if cid not in certs:
+            row = _certificate_row(conn, cid)
+            certs[cid] = (row.category, software_text(row.software[-1]))
+        category, default_sw = certs[cid]
         sw = item.get("software")
-        sw_key = tuple(sorted(sw.items())) if sw else ()
-        if sw_key not in software_cache:
-            software_cache[sw_key] = software_text(sw)
         rows.append(
             (
                 item["id"],
                 item["serial"],
                 manufacturer,
                 cid,
-                categories[cid],
+                category,
                 registered,
                 None,
                 item.get("region"),
                 None,
-                software_cache[sw_key],
+                software_text(sw) if sw is not None else default_sw,
                 0,
                 leaf,
                 leaf,
             )
         )
         for k in item.get("device_keys", ()):
-            keys.append(
-                (device_key_id(k["public_key"]), item["id"], k["alg"], k["public_key"], None)
-            )
+            alg, key_id, spki = describe_public_key(k)
+            keys.append((key_id, item["id"], alg.value, spki, None))
     insert_rows(conn, instruments, _INSTRUMENT_COLUMNS, rows)
     insert_rows(conn, device_keys, _KEY_COLUMNS, keys)
 

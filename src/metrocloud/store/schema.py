@@ -143,6 +143,7 @@ instruments = Table(
     Index("ix_instruments_state_id", "state", "id"),
     Index("ix_instruments_category_id", "category", "id"),
     Index("ix_instruments_region_id", "region", "id"),
+    sqlite_with_rowid=False,  # one B-tree keyed by the id, not rowid + index
 )
 
 device_keys = Table(
@@ -153,6 +154,7 @@ device_keys = Table(
     Column("algorithm", String(24), nullable=False),
     Column("public_key", Text, nullable=False),
     Column("revoked_leaf", BigInteger, nullable=True),
+    sqlite_with_rowid=False,  # one B-tree keyed by the id, not rowid + index
 )
 
 events = Table(
@@ -168,6 +170,7 @@ events = Table(
     Column("state_after", String(20), nullable=False),
     Column("leaf_index", BigInteger, nullable=False),
     UniqueConstraint("instrument_id", "seq", name="uq_events_instrument_seq"),
+    sqlite_with_rowid=False,  # one B-tree keyed by the id, not rowid + index
 )
 
 declarations = Table(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from metrocloud.api.deps import (
     CurrentActor,
@@ -23,7 +24,6 @@ from metrocloud.api.schemas import (
     EventOut,
     EventRecorded,
     InstrumentOut,
-    InstrumentRef,
     InstrumentsIn,
     InstrumentsRegistered,
     Page,
@@ -63,7 +63,7 @@ def register(
     actor: CurrentActor,
     extra: StatementExtra,
     body: Annotated[InstrumentsIn, json_body(InstrumentsIn)],
-) -> InstrumentsRegistered:
+) -> Response:
     drafts = [
         svc.InstrumentDraft(
             serial=i.serial,
@@ -75,7 +75,9 @@ def register(
         for i in body.instruments
     ]
     refs, leaf = svc.register_instruments(node, actor, drafts, extra)
-    return InstrumentsRegistered(instruments=[InstrumentRef(**r) for r in refs], leaf_index=leaf)
+    # up to 10,000 refs of plain strings and ints: serialize directly, skip re-validation
+    payload = json.dumps({"instruments": refs, "leaf_index": leaf}, separators=(",", ":"))
+    return Response(payload, status_code=201, media_type="application/json")
 
 
 @router.get(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 03:59:29.721059
+Create Date: 2026-11-24 04:05:15.194127
 """
 
 from __future__ import annotations
@@ -209,6 +209,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_instruments")),
         sa.UniqueConstraint("serial", "manufacturer_id", name="uq_instruments_serial_manufacturer"),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("instruments", schema=None) as batch_op:
         batch_op.create_index("ix_instruments_category_id", ["category", "id"], unique=False)
@@ -235,6 +236,7 @@ def upgrade() -> None:
             name=op.f("fk_device_keys_instrument_id_instruments"),
         ),
         sa.PrimaryKeyConstraint("key_id", name=op.f("pk_device_keys")),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("device_keys", schema=None) as batch_op:
         batch_op.create_index(
@@ -260,6 +262,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
         sa.UniqueConstraint("instrument_id", "seq", name="uq_events_instrument_seq"),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "ledger_entries",
