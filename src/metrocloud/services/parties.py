@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -144,7 +145,12 @@ def list_parties(
 
 
 def _store_token(
-    conn: Connection, node: Node, party_id: str, key_id: str | None, label: str
+    conn: Connection,
+    node: Node,
+    party_id: str,
+    key_id: str | None,
+    label: str,
+    proof: str | None = None,
 ) -> IssuedCredential:
     issued = issue_token()
     now = node.now()
@@ -158,6 +164,7 @@ def _store_token(
             label=label,
             issued_at=utc_timestamp(now),
             expires_at=expires,
+            proof_sha256=proof,
         )
     )
     return IssuedCredential(
@@ -186,7 +193,13 @@ def token_by_proof(node: Node, request: Mapping[str, Any]) -> IssuedCredential:
         if row is None or row.public_key is None:
             raise Unauthenticated("no party with a registered key matches this token request")
         verify_token_request(request, PublicKey.from_spki_b64(row.public_key), now=node.now())
-        return _store_token(conn, node, party_id, row.key_id, "proof of possession")
+        # a signed request buys one token: a replay within the time window is refused
+        proof = hashlib.sha256(str(request.get("signature", "")).encode()).hexdigest()
+        if conn.execute(
+            select(credentials.c.token_id).where(credentials.c.proof_sha256 == proof)
+        ).first():
+            raise Unauthenticated("this token request was used already; sign a new one")
+        return _store_token(conn, node, party_id, row.key_id, "proof of possession", proof)
 
 
 def authenticate(node: Node, token: str) -> Actor:

@@ -84,6 +84,8 @@ credentials = Table(
     Column("issued_at", String(30), nullable=False),
     Column("expires_at", String(30), nullable=True),
     Column("revoked_at", String(30), nullable=True),
+    # SHA-256 of the signature of a proof-of-possession token request (replay protection)
+    Column("proof_sha256", String(64), nullable=True, unique=True),
 )
 
 certificates = Table(

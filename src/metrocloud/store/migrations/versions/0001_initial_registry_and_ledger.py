@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 04:05:15.194127
+Create Date: 2026-11-24 04:06:16.117696
 """
 
 from __future__ import annotations
@@ -106,10 +106,12 @@ def upgrade() -> None:
         sa.Column("issued_at", sa.String(length=30), nullable=False),
         sa.Column("expires_at", sa.String(length=30), nullable=True),
         sa.Column("revoked_at", sa.String(length=30), nullable=True),
+        sa.Column("proof_sha256", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(
             ["party_id"], ["parties.id"], name=op.f("fk_credentials_party_id_parties")
         ),
         sa.PrimaryKeyConstraint("token_id", name=op.f("pk_credentials")),
+        sa.UniqueConstraint("proof_sha256", name=op.f("uq_credentials_proof_sha256")),
     )
     with op.batch_alter_table("credentials", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_credentials_party_id"), ["party_id"], unique=False)
