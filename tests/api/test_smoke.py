@@ -22,3 +22,39 @@ def test_certificate_issue_and_read(client: TestClient, world: World) -> None:
     assert cert["status"] == "valid" and r.json()["leaf_index"] >= 0
     r = client.get(f"/api/v1/certificates/{cert['id']}", headers=world.man2.headers)
     assert r.status_code == 200 and r.json()["number"] == "DE-M-26-0001"
+
+
+def test_certificate_status_filter_uses_the_effective_status(
+    client: TestClient, world: World
+) -> None:
+    from datetime import date
+
+    from metrocloud.domain.categories import InstrumentCategory
+    from metrocloud.services import certificates as certs
+    from tests.conftest import software
+
+    def issue(number: str, valid_until: date) -> str:
+        draft = certs.CertificateDraft(
+            number=number,
+            holder_id=world.man1.id,
+            category=InstrumentCategory.MI_001,
+            model="W",
+            accuracy_class="2",
+            software=(software(),),
+            issued_on=date(2010, 1, 1),
+            valid_until=valid_until,
+        )
+        return certs.issue_certificate(world.node, world.nb1.actor, draft)[0]["id"]
+
+    old = issue("OLD-1", date(2020, 1, 1))
+    new = issue("NEW-1", date(2099, 1, 1))
+
+    def ids(status: str) -> set[str]:
+        r = client.get(f"/api/v1/certificates?status={status}", headers=world.auth1.headers)
+        assert r.status_code == 200
+        return {c["id"] for c in r.json()["items"]}
+
+    assert old in ids("expired") and old not in ids("valid")
+    assert new in ids("valid") and new not in ids("expired")
+    r = client.get(f"/api/v1/certificates/{old}", headers=world.auth1.headers)
+    assert r.json()["status"] == "expired"

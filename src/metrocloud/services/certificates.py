@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, or_, select
 
 from metrocloud.domain.categories import InstrumentCategory
 from metrocloud.domain.certificates import (
@@ -312,7 +312,15 @@ def list_certificates(
     if category:
         q = q.where(c.category == category.value)
     if status:
-        q = q.where(c.status == status.value)
+        # the effective status: a valid or suspended certificate past its date is expired
+        today = node.now().date()
+        live = c.status.in_([CertificateStatus.VALID.value, CertificateStatus.SUSPENDED.value])
+        if status is CertificateStatus.EXPIRED:
+            q = q.where(or_(c.status == status.value, and_(live, c.valid_until < today)))
+        elif status in (CertificateStatus.VALID, CertificateStatus.SUSPENDED):
+            q = q.where(c.status == status.value, c.valid_until >= today)
+        else:
+            q = q.where(c.status == status.value)
     if number:
         q = q.where(c.number == number)
     with node.db.read() as conn:
