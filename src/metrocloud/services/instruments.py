@@ -93,10 +93,8 @@ def _check_batch(serials: list[str], key_ids: list[str]) -> None:
         seen_keys.add(k)
 
 
-def _name_collision(
-    conn: Connection, manufacturer: str, serials: list[str], key_ids: list[str]
-) -> Conflict:
-    """After a unique-constraint failure: which serial or device key collided."""
+def _name_collision(conn: Connection, manufacturer: str, serials: list[str]) -> Conflict:
+    """After a unique-constraint failure: which serial collided."""
     for start in range(0, len(serials), _CHUNK):
         chunk = serials[start : start + _CHUNK]
         dup = conn.execute(
@@ -109,19 +107,8 @@ def _name_collision(
                 f"serial {dup!r} is already registered by this manufacturer; "
                 "nothing of this batch was registered"
             )
-    for start in range(0, len(key_ids), _CHUNK):
-        chunk = key_ids[start : start + _CHUNK]
-        dup = conn.execute(
-            select(device_keys.c.key_id).where(device_keys.c.key_id.in_(chunk)).limit(1)
-        ).scalar_one_or_none()
-        if dup is not None:
-            return Conflict(
-                f"device key {dup[:16]}... is already registered to an instrument; "
-                "nothing of this batch was registered"
-            )
     return Conflict(
-        "registration collides with an existing instrument or device key; "
-        "nothing of this batch was registered"
+        "registration collides with an existing instrument; nothing of this batch was registered"
     )
 
 
@@ -204,7 +191,7 @@ def register_instruments(
             )
     except IntegrityError as exc:
         with node.db.read() as conn:
-            raise _name_collision(conn, actor.party_id, serials, key_ids) from exc
+            raise _name_collision(conn, actor.party_id, serials) from exc
     leaf = rec.leaf_indexes[0]
     return [{"id": it["id"], "serial": it["serial"], "leaf_index": leaf} for it in items], leaf
 

@@ -151,12 +151,16 @@ instruments = Table(
 device_keys = Table(
     "device_keys",
     metadata,
+    # keyed by instrument first: registrations append in id order instead of scattering
+    # 10,000 random key ids over the whole tree (which made every commit rewrite thousands
+    # of pages). A key is looked up through its instrument; the same key on two instruments
+    # is refused within a batch and is a finding for monitoring across batches.
+    Column("instrument_id", ID, ForeignKey("instruments.id"), primary_key=True),
     Column("key_id", String(64), primary_key=True),
-    Column("instrument_id", ID, ForeignKey("instruments.id"), nullable=False, index=True),
     Column("algorithm", String(24), nullable=False),
     Column("public_key", Text, nullable=False),
     Column("revoked_leaf", BigInteger, nullable=True),
-    sqlite_with_rowid=False,  # one B-tree keyed by the id, not rowid + index
+    sqlite_with_rowid=False,
 )
 
 events = Table(

@@ -8,6 +8,7 @@ same key always has the same id however it was supplied (PEM, base64, compressed
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 from enum import StrEnum
@@ -308,8 +309,8 @@ def describe_public_key(text: str) -> tuple[KeyAlgorithm, str, str]:
     """
     if isinstance(text, str) and len(text) == 60 and not text.startswith("-----"):
         try:
-            der = base64.b64decode(text, validate=True)
-        except ValueError:
+            der = binascii.a2b_base64(text, strict_mode=True)
+        except (binascii.Error, ValueError):
             der = b""
         if len(der) == 44 and der.startswith(_ED25519_SPKI_PREFIX):
             return KeyAlgorithm.ED25519, hashlib.sha256(der).hexdigest(), text

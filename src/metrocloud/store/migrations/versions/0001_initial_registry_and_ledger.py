@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 04:06:16.117696
+Create Date: 2026-11-24 04:10:29.459929
 """
 
 from __future__ import annotations
@@ -227,8 +227,8 @@ def upgrade() -> None:
 
     op.create_table(
         "device_keys",
-        sa.Column("key_id", sa.String(length=64), nullable=False),
         sa.Column("instrument_id", sa.String(length=40), nullable=False),
+        sa.Column("key_id", sa.String(length=64), nullable=False),
         sa.Column("algorithm", sa.String(length=24), nullable=False),
         sa.Column("public_key", sa.Text(), nullable=False),
         sa.Column("revoked_leaf", sa.BigInteger(), nullable=True),
@@ -237,14 +237,9 @@ def upgrade() -> None:
             ["instruments.id"],
             name=op.f("fk_device_keys_instrument_id_instruments"),
         ),
-        sa.PrimaryKeyConstraint("key_id", name=op.f("pk_device_keys")),
+        sa.PrimaryKeyConstraint("instrument_id", "key_id", name=op.f("pk_device_keys")),
         sqlite_with_rowid=False,
     )
-    with op.batch_alter_table("device_keys", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_device_keys_instrument_id"), ["instrument_id"], unique=False
-        )
-
     op.create_table(
         "events",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -328,9 +323,6 @@ def downgrade() -> None:
     op.drop_table("ledger_heads")
     op.drop_table("ledger_entries")
     op.drop_table("events")
-    with op.batch_alter_table("device_keys", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_device_keys_instrument_id"))
-
     op.drop_table("device_keys")
     with op.batch_alter_table("instruments", schema=None) as batch_op:
         batch_op.drop_index("ix_instruments_state_id")
