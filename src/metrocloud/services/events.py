@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -112,6 +112,23 @@ def _details(kind: EventKind, details: Mapping[str, Any], cert: Any) -> dict[str
     return out
 
 
+_MAX_FUTURE = timedelta(minutes=5)
+
+
+def _occurred_at(node: Node, d: EventDraft) -> str:
+    """When the event happened: given (timezone-aware, not in the future) or now."""
+    if d.occurred_at is None:
+        return node.timestamp()
+    if d.occurred_at.tzinfo is None:
+        raise InvalidInput("occurred_at needs a timezone (RFC 3339, e.g. 2026-11-24T10:00:00Z)")
+    if d.occurred_at > node.now() + _MAX_FUTURE:
+        raise InvalidInput(
+            f"occurred_at {d.occurred_at.isoformat()} is in the future (node time "
+            f"{node.timestamp()}); events are recorded after they happen"
+        )
+    return utc_timestamp(d.occurred_at)
+
+
 def record_events(
     node: Node, actor: Actor, drafts: Sequence[EventDraft], extra: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
@@ -145,7 +162,7 @@ def record_events(
             cert = conn.execute(
                 select(certificates.c.software).where(certificates.c.id == row.certificate_id)
             ).one()
-            at = utc_timestamp(d.occurred_at) if d.occurred_at else node.timestamp()
+            at = _occurred_at(node, d)
             body = {
                 "event": {
                     "id": eid,
