@@ -9,6 +9,7 @@ role and any relationship to the record named in the path (403/404), and verify 
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from metrocloud.domain.errors import InvalidInput, Unauthenticated
+from metrocloud.domain.errors import InvalidInput, Unauthenticated, VerificationError
 from metrocloud.domain.parties import PartyRole
 from metrocloud.services.common import Actor, require_role
 from metrocloud.services.node import Node
@@ -49,6 +50,12 @@ bearer = HTTPBearer(
 
 class MalformedJson(InvalidInput):
     code = "malformed-json"
+
+
+class BadSignature(VerificationError):
+    """A ``Metrocloud-Signature`` that is malformed or does not verify (400)."""
+
+    code = "bad-signature"
 
 
 Check = Callable[[Node, Actor, Mapping[str, Any]], None]
@@ -104,31 +111,30 @@ class GuardedRoute(APIRoute):
                 await run_in_threadpool(g.check, node, actor, request.path_params)
             extra: dict[str, Any] = {"credential": actor.token_id}
             sig = request.headers.get(SIGNATURE_HEADER)
-            if sig is not None:
-                try:
-                    parsed = json.loads(await request.body())
-                except (ValueError, UnicodeDecodeError) as exc:
-                    raise MalformedJson(f"request body is not valid JSON: {exc}") from None
-                if actor.public_key is None:
-                    raise Unauthenticated(
-                        f"{SIGNATURE_HEADER} sent, but party {actor.party_id} has no registered key"
-                    )
-                s = verify_request(parsed, sig, PublicKey.from_spki_b64(actor.public_key))
-                extra["request_signature"] = {
-                    "key_id": s.key_id,
-                    "alg": s.alg.value,
-                    "sig": _b64(s.sig),
-                }
+            if sig is not None and request.method == "POST":  # the writes that make statements
+                extra["request_signature"] = await _verify_signature(request, actor, sig)
             request.state.extra = extra
             return await handler(request)
 
         return guarded
 
 
-def _b64(b: bytes) -> str:
-    import base64
-
-    return base64.b64encode(b).decode()
+async def _verify_signature(request: Request, actor: Actor, header: str) -> dict[str, str]:
+    """Check a party's signature over the JSON body; every failure answers 400."""
+    try:
+        parsed = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedJson(f"request body is not valid JSON: {exc}") from None
+    if actor.public_key is None:
+        raise BadSignature(
+            f"{SIGNATURE_HEADER} sent, but party {actor.party_id} has no "
+            "registered key to check it with"
+        )
+    try:
+        s = verify_request(parsed, header, PublicKey.from_spki_b64(actor.public_key))
+    except InvalidInput as exc:
+        raise BadSignature(f"{SIGNATURE_HEADER} is not a valid request signature: {exc}") from None
+    return {"key_id": s.key_id, "alg": s.alg.value, "sig": base64.b64encode(s.sig).decode()}
 
 
 def _node(request: Request) -> Node:

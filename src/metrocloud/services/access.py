@@ -83,7 +83,7 @@ def list_grants(
         .order_by(grants.c.id)
         .limit(limit + 1)
     )
-    after = decode_cursor(cursor, 1)
+    after = decode_cursor(cursor, str)
     if after:
         q = q.where(grants.c.id > after[0])
     with node.db.read() as conn:
@@ -118,7 +118,7 @@ def list_access_log(
         .order_by(a.id.desc())
         .limit(limit + 1)
     )
-    after = decode_cursor(cursor, 1)
+    after = decode_cursor(cursor, int)
     if after:
         q = q.where(a.id < int(after[0]))
     with node.db.read() as conn:

@@ -302,7 +302,7 @@ def list_certificates(
     check_limit(limit)
     c = certificates.c
     q = select(certificates).order_by(c.id).limit(limit + 1)
-    after = decode_cursor(cursor, 1)
+    after = decode_cursor(cursor, str)
     if after:
         q = q.where(c.id > after[0])
     if notified_body_id:

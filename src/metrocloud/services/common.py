@@ -69,20 +69,31 @@ def encode_cursor(key: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+_MAX_KEY = 2**63 - 1
+
+
+def decode_cursor(cursor: str | None, *types: type) -> list[Any] | None:
+    """The key a cursor from :func:`encode_cursor` carries, checked against ``types``.
+
+    ``types`` gives the type of each key part (``str`` or ``int``); anything else, an int
+    outside 0..2^63-1 or a string over 64 characters is a cursor this node did not issue.
+    """
     if cursor is None or cursor == "":
         return None
+    bad = InvalidInput(f"cursor {cursor[:40]!r} is not one this node issued")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         key = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cursor {cursor[:40]!r} is not one this node issued") from exc
-    if (
-        not isinstance(key, list)
-        or len(key) != arity
-        or not all(isinstance(k, str | int) and not isinstance(k, bool) for k in key)
-    ):
-        raise InvalidInput(f"cursor {cursor[:40]!r} is not one this node issued")
+        raise bad from exc
+    if not isinstance(key, list) or len(key) != len(types):
+        raise bad
+    for part, kind in zip(key, types, strict=True):
+        if kind is int:
+            if isinstance(part, bool) or not isinstance(part, int) or not 0 <= part <= _MAX_KEY:
+                raise bad
+        elif not isinstance(part, str) or len(part) > 64:
+            raise bad
     return key
 
 

@@ -189,7 +189,7 @@ def list_declarations(
         )
     if certificate_id:
         q = q.where(d.certificate_id == certificate_id)
-    after = decode_cursor(cursor, 1)
+    after = decode_cursor(cursor, str)
     if after:
         q = q.where(d.id > after[0])
     with node.db.write() as conn:

@@ -149,6 +149,16 @@ def record_events(
             err = _relationship_error(actor, row, operator)
             if err:
                 raise err
+            if (
+                actor.role is PartyRole.OPERATOR
+                and operator is None
+                and d.kind is not EventKind.PUT_INTO_SERVICE
+            ):
+                raise Forbidden(
+                    f"instrument {row.id} has no operator yet: an operator may only put it into "
+                    f"service, not record {d.kind}",
+                    rule="metrocloud role rules (docs/concepts.md#roles)",
+                )
             if actor.role not in EVENT_RULES[d.kind].roles:
                 allowed = ", ".join(sorted(EVENT_RULES[d.kind].roles))
                 raise Forbidden(
@@ -210,7 +220,7 @@ def list_events(
     node: Node, actor: Actor, instrument_id: str, *, limit: int = 100, cursor: str | None = None
 ) -> Page[dict[str, Any]]:
     check_limit(limit)
-    after = decode_cursor(cursor, 1)
+    after = decode_cursor(cursor, int)
     with node.db.write() as conn:
         row = instrument_row(conn, instrument_id)
         by_grant = check_can_read(conn, actor, row)

@@ -245,7 +245,7 @@ def search_instruments(
             rule="ARCHITECTURE.md decision 4 (data sovereignty)",
         )
     i = instruments.c
-    after = decode_cursor(cursor, 1)
+    after = decode_cursor(cursor, str)
     with node.db.write() as conn:
         q = select(instruments).where(visible_filter(conn, actor)).order_by(i.id).limit(limit + 1)
         if after:

@@ -131,7 +131,7 @@ def list_parties(
 ) -> Page[dict[str, Any]]:
     check_limit(limit)
     q = select(parties).order_by(parties.c.id).limit(limit + 1)
-    after = decode_cursor(cursor, 1)
+    after = decode_cursor(cursor, str)
     if after:
         q = q.where(parties.c.id > after[0])
     if role is not None:
@@ -244,7 +244,7 @@ def list_tokens(
     q = select(credentials).order_by(credentials.c.token_id).limit(limit + 1)
     if actor.role is not PartyRole.NODE_ADMIN:
         q = q.where(credentials.c.party_id == actor.party_id)
-    after = decode_cursor(cursor, 1)
+    after = decode_cursor(cursor, str)
     if after:
         q = q.where(credentials.c.token_id > after[0])
     with node.db.read() as conn:
