@@ -33,21 +33,30 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ledger import bench_append, bench_inclusion  # noqa: E402
+from _ledger import bench_append, bench_inclusion
 
 ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
 SW = {"name": "FW", "version": "1.0.0", "algorithm": "sha256", "checksum": "ab" * 32}
 
 
-def emit(name: str, value: float, unit: str, target: float | None, better: str,
-         scale: str) -> None:
-    print(json.dumps({"name": name, "value": round(value, 4), "unit": unit, "target": target,
-                      "better": better, "scale": scale}), flush=True)
+def emit(name: str, value: float, unit: str, target: float | None, better: str, scale: str) -> None:
+    print(
+        json.dumps(
+            {
+                "name": name,
+                "value": round(value, 4),
+                "unit": unit,
+                "target": target,
+                "better": better,
+                "scale": scale,
+            }
+        ),
+        flush=True,
+    )
 
 
 def free_port() -> int:
@@ -57,8 +66,13 @@ def free_port() -> int:
 
 
 def metrocloud(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "metrocloud.cli", *args], env=env, check=True,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "metrocloud.cli", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -70,9 +84,19 @@ def peak_rss_mib(pid: int) -> float:
 
 def batch_body(cert_id: str, start: int, n: int) -> bytes:
     keys = [base64.b64encode(ED25519_SPKI_PREFIX + os.urandom(32)).decode() for _ in range(n)]
-    return json.dumps({"instruments": [
-        {"serial": f"B{start + i:09d}", "certificate_id": cert_id, "region": "DE21",
-         "device_keys": [keys[i]]} for i in range(n)]}).encode()
+    return json.dumps(
+        {
+            "instruments": [
+                {
+                    "serial": f"B{start + i:09d}",
+                    "certificate_id": cert_id,
+                    "region": "DE21",
+                    "device_keys": [keys[i]],
+                }
+                for i in range(n)
+            ]
+        }
+    ).encode()
 
 
 def raw_sqlite_rate(rows: int) -> float:
@@ -86,8 +110,10 @@ def raw_sqlite_rate(rows: int) -> float:
         db.execute("CREATE TABLE k (key_id TEXT PRIMARY KEY, id TEXT)")
         t0 = time.perf_counter()
         for start in range(0, rows, 10_000):
-            batch = [(f"ins-{start + i:012d}", f"B{start + i:09d}", "m", "c",
-                      os.urandom(32).hex()) for i in range(10_000)]
+            batch = [
+                (f"ins-{start + i:012d}", f"B{start + i:09d}", "m", "c", os.urandom(32).hex())
+                for i in range(10_000)
+            ]
             db.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?)", batch)
             db.executemany("INSERT INTO k VALUES (?, ?)", [(b[4], b[0]) for b in batch])
             db.commit()
@@ -101,9 +127,21 @@ def run_node(data_dir: Path, n_instruments: int, lookups: int) -> None:
     metrocloud("init", "--data-dir", str(data_dir), env=env)
     admin = json.loads((data_dir / "credentials.json").read_text())["node_admin"]["token"]
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "metrocloud.cli", "serve", "--data-dir",
-                             str(data_dir), "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "metrocloud.cli",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
         with httpx.Client(base_url=base, timeout=120) as http:
@@ -120,17 +158,30 @@ def run_node(data_dir: Path, n_instruments: int, lookups: int) -> None:
 
             def party(name: str, role: str, nb: str | None = None) -> dict[str, str]:
                 h = {"Authorization": f"Bearer {admin}"}
-                p = http.post("/parties", json={"name": name, "role": role, "nb_number": nb},
-                              headers=h).json()
+                p = http.post(
+                    "/parties", json={"name": name, "role": role, "nb_number": nb}, headers=h
+                ).json()
                 t = http.post(f"/parties/{p['id']}/tokens", headers=h).json()
                 return {"Authorization": f"Bearer {t['token']}"}
 
-            nb, man, auth = (party("NB", "notified_body", "0102"),
-                             party("Maker", "manufacturer"), party("MSA", "authority"))
+            nb, man, auth = (
+                party("NB", "notified_body", "0102"),
+                party("Maker", "manufacturer"),
+                party("MSA", "authority"),
+            )
             me = http.get("/me", headers=man).json()
-            cert = http.post("/certificates", headers=nb, json={
-                "number": "DE-0102-26-0001", "holder_id": me["party_id"], "category": "MI-003",
-                "model": "EM", "accuracy_class": "B", "software": [SW]}).json()["certificate"]
+            cert = http.post(
+                "/certificates",
+                headers=nb,
+                json={
+                    "number": "DE-0102-26-0001",
+                    "holder_id": me["party_id"],
+                    "category": "MI-003",
+                    "model": "EM",
+                    "accuracy_class": "B",
+                    "software": [SW],
+                },
+            ).json()["certificate"]
 
             ids: list[str] = []
             elapsed = 0.0
@@ -144,8 +195,14 @@ def run_node(data_dir: Path, n_instruments: int, lookups: int) -> None:
                 got = r.json()["instruments"]
                 ids.extend(random.sample([g["id"] for g in got], min(len(got), 50)))
             scale = f"{n_instruments} instruments"
-            emit("bulk_registration_rate", n_instruments / elapsed, "instruments/s", 20_000,
-                 "higher", scale)
+            emit(
+                "bulk_registration_rate",
+                n_instruments / elapsed,
+                "instruments/s",
+                20_000,
+                "higher",
+                scale,
+            )
             emit("registration_peak_rss", peak_rss_mib(proc.pid), "MiB", 1024, "lower", scale)
 
             for who, headers, target in (("manufacturer", man, 5.0), ("authority", auth, None)):
@@ -158,8 +215,14 @@ def run_node(data_dir: Path, n_instruments: int, lookups: int) -> None:
                 samples.sort()
                 p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
                 emit(f"instrument_lookup_p99_{who}", p99, "ms", target, "lower", scale)
-                emit(f"instrument_lookup_p50_{who}", statistics.median(samples), "ms", None,
-                     "lower", scale)
+                emit(
+                    f"instrument_lookup_p50_{who}",
+                    statistics.median(samples),
+                    "ms",
+                    None,
+                    "lower",
+                    scale,
+                )
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -177,10 +240,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="metrocloud-bench-") as tmp:
         run_node(Path(tmp) / "node", n, lookups)
     raw = raw_sqlite_rate(min(n, 200_000))
-    emit("raw_sqlite_insert_rate_baseline", raw, "rows/s", None, "higher",
-         f"{min(n, 200_000)} rows")
-    emit("ledger_append_rate", bench_append(leaves, 10_000), "appends/s", 50_000, "higher",
-         f"{leaves} leaves")
+    emit(
+        "raw_sqlite_insert_rate_baseline", raw, "rows/s", None, "higher", f"{min(n, 200_000)} rows"
+    )
+    emit(
+        "ledger_append_rate",
+        bench_append(leaves, 10_000),
+        "appends/s",
+        50_000,
+        "higher",
+        f"{leaves} leaves",
+    )
     median, p99 = bench_inclusion(leaves, 2_000)
     emit("inclusion_proof_median", median, "ms", 1.0, "lower", f"{leaves} leaves")
     emit("inclusion_proof_p99", p99, "ms", None, "lower", f"{leaves} leaves")

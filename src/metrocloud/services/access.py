@@ -10,10 +10,8 @@ from metrocloud.domain.errors import Forbidden, InvalidInput, NotFound
 from metrocloud.domain.parties import PartyRole
 from metrocloud.services.common import (
     Actor,
+    Keyset,
     Page,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
     require_role,
 )
 from metrocloud.services.node import Node
@@ -76,20 +74,17 @@ def create_grant(
 def list_grants(
     node: Node, actor: Actor, *, limit: int, cursor: str | None
 ) -> Page[dict[str, Any]]:
-    check_limit(limit)
-    q = (
-        select(grants)
-        .where(or_(grants.c.owner_id == actor.party_id, grants.c.grantee_id == actor.party_id))
-        .order_by(grants.c.id)
-        .limit(limit + 1)
+    keyset = Keyset(grants.c.id)
+    q = keyset.apply(
+        select(grants).where(
+            or_(grants.c.owner_id == actor.party_id, grants.c.grantee_id == actor.party_id)
+        ),
+        limit,
+        cursor,
     )
-    after = decode_cursor(cursor, str)
-    if after:
-        q = q.where(grants.c.id > after[0])
     with node.db.read() as conn:
-        rows = conn.execute(q).all()
-    nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
-    return Page([_grant_out(r) for r in rows[:limit]], nxt)
+        rows, nxt = keyset.page(conn.execute(q).all(), limit)
+    return Page([_grant_out(r) for r in rows], nxt)
 
 
 def revoke_grant(node: Node, actor: Actor, grant_id: str) -> dict[str, Any]:
@@ -110,20 +105,12 @@ def list_access_log(
     node: Node, actor: Actor, *, limit: int, cursor: str | None
 ) -> Page[dict[str, Any]]:
     """Reads of ``actor``'s records by other parties, newest first."""
-    check_limit(limit)
-    a = access_log.c
-    q = (
-        select(access_log)
-        .where(a.owner_id == actor.party_id)
-        .order_by(a.id.desc())
-        .limit(limit + 1)
+    keyset = Keyset(access_log.c.id, int, descending=True)
+    q = keyset.apply(
+        select(access_log).where(access_log.c.owner_id == actor.party_id), limit, cursor
     )
-    after = decode_cursor(cursor, int)
-    if after:
-        q = q.where(a.id < int(after[0]))
     with node.db.read() as conn:
-        rows = conn.execute(q).all()
-    nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
+        rows, nxt = keyset.page(conn.execute(q).all(), limit)
     return Page(
         [
             {
@@ -136,7 +123,7 @@ def list_access_log(
                 "resource_id": r.resource_id,
                 "via_grant": r.via_grant,
             }
-            for r in rows[:limit]
+            for r in rows
         ],
         nxt,
     )

@@ -27,10 +27,8 @@ from metrocloud.domain.parties import PartyRole
 from metrocloud.domain.types import InstrumentType, SoftwareIdentification
 from metrocloud.services.common import (
     Actor,
+    Keyset,
     Page,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
     require_role,
 )
 from metrocloud.services.node import Node
@@ -299,12 +297,9 @@ def list_certificates(
     limit: int = 100,
     cursor: str | None = None,
 ) -> Page[dict[str, Any]]:
-    check_limit(limit)
     c = certificates.c
-    q = select(certificates).order_by(c.id).limit(limit + 1)
-    after = decode_cursor(cursor, str)
-    if after:
-        q = q.where(c.id > after[0])
+    keyset = Keyset(c.id)
+    q = keyset.apply(select(certificates), limit, cursor)
     if notified_body_id:
         q = q.where(c.notified_body_id == notified_body_id)
     if holder_id:
@@ -324,7 +319,6 @@ def list_certificates(
     if number:
         q = q.where(c.number == number)
     with node.db.read() as conn:
-        rows = conn.execute(q).all()
-    nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
+        rows, nxt = keyset.page(conn.execute(q).all(), limit)
     today = node.now().date()
-    return Page([certificate_out(r, today) for r in rows[:limit]], nxt)
+    return Page([certificate_out(r, today) for r in rows], nxt)

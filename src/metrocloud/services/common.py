@@ -17,6 +17,7 @@ from metrocloud.store.schema import access_log
 __all__ = [
     "MAX_LIMIT",
     "Actor",
+    "Keyset",
     "Page",
     "article",
     "check_limit",
@@ -95,6 +96,34 @@ def decode_cursor(cursor: str | None, *types: type) -> list[Any] | None:
         elif not isinstance(part, str) or len(part) > 64:
             raise bad
     return key
+
+
+@dataclass(frozen=True, slots=True)
+class Keyset:
+    """Keyset (cursor) pagination on one unique, indexed column: never OFFSET, never slicing.
+
+    ``apply`` adds the order, the ``limit + 1`` probe and the "after the cursor" condition;
+    ``page`` cuts the probe row off and makes the next cursor from the last row's key.
+    """
+
+    column: Any  # a Column of the selected table
+    kind: type = str
+    descending: bool = False
+
+    def apply(self, query: Any, limit: int, cursor: str | None) -> Any:
+        check_limit(limit)
+        after = decode_cursor(cursor, self.kind)
+        order = self.column.desc() if self.descending else self.column.asc()
+        query = query.order_by(order).limit(limit + 1)
+        if after:
+            key = after[0]
+            query = query.where(self.column < key if self.descending else self.column > key)
+        return query
+
+    def page(self, rows: Sequence[Any], limit: int) -> tuple[list[Any], str | None]:
+        if len(rows) <= limit:
+            return list(rows), None
+        return list(rows[:limit]), encode_cursor([getattr(rows[limit - 1], self.column.key)])
 
 
 def check_limit(limit: int) -> int:

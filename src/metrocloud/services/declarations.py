@@ -15,10 +15,9 @@ from metrocloud.domain.parties import PartyRole
 from metrocloud.services.certificates import to_domain
 from metrocloud.services.common import (
     Actor,
+    Keyset,
     Page,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
+    article,
     log_reads,
     require_role,
 )
@@ -169,9 +168,9 @@ def list_declarations(
     limit: int = 100,
     cursor: str | None = None,
 ) -> Page[dict[str, Any]]:
-    check_limit(limit)
     d = declarations.c
-    q = select(declarations).order_by(d.id).limit(limit + 1)
+    keyset = Keyset(d.id)
+    q = keyset.apply(select(declarations), limit, cursor)
     if actor.role is PartyRole.MANUFACTURER:
         q = q.where(d.manufacturer_id == actor.party_id)
     elif actor.role is PartyRole.NOTIFIED_BODY:
@@ -184,17 +183,13 @@ def list_declarations(
         )
     elif actor.role is not PartyRole.AUTHORITY:
         raise Forbidden(
-            f"a {actor.role} reads no declarations of conformity",
+            f"{article(actor.role.value)} reads no declarations of conformity",
             rule="ARCHITECTURE.md decision 4 (data sovereignty)",
         )
     if certificate_id:
         q = q.where(d.certificate_id == certificate_id)
-    after = decode_cursor(cursor, str)
-    if after:
-        q = q.where(d.id > after[0])
     with node.db.write() as conn:
-        rows = conn.execute(q).all()
-        page = rows[:limit]
+        page, nxt = keyset.page(conn.execute(q).all(), limit)
         log_reads(
             conn,
             actor,
@@ -203,5 +198,4 @@ def list_declarations(
             "declaration",
             [(r.id, (r.manufacturer_id,)) for r in page],
         )
-    nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
     return Page([declaration_out(r) for r in page], nxt)

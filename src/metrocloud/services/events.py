@@ -21,11 +21,9 @@ from metrocloud.domain.parties import PartyRole
 from metrocloud.domain.types import SoftwareIdentification
 from metrocloud.services.common import (
     Actor,
+    Keyset,
     Page,
     article,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
     log_reads,
     require_role,
 )
@@ -219,20 +217,12 @@ def event_out(r: Any) -> dict[str, Any]:
 def list_events(
     node: Node, actor: Actor, instrument_id: str, *, limit: int = 100, cursor: str | None = None
 ) -> Page[dict[str, Any]]:
-    check_limit(limit)
-    after = decode_cursor(cursor, int)
+    keyset = Keyset(events.c.seq, int)
+    q = keyset.apply(select(events).where(events.c.instrument_id == instrument_id), limit, cursor)
     with node.db.write() as conn:
         row = instrument_row(conn, instrument_id)
         by_grant = check_can_read(conn, actor, row)
-        q = (
-            select(events)
-            .where(events.c.instrument_id == row.id)
-            .order_by(events.c.seq)
-            .limit(limit + 1)
-        )
-        if after:
-            q = q.where(events.c.seq > int(after[0]))
-        rows = conn.execute(q).all()
+        rows, nxt = keyset.page(conn.execute(q).all(), limit)
         log_reads(
             conn,
             actor,
@@ -242,5 +232,4 @@ def list_events(
             [(row.id, (row.manufacturer_id, row.operator_id))],
             via_grant=[row.id] if by_grant else (),
         )
-    nxt = encode_cursor([rows[limit - 1].seq]) if len(rows) > limit else None
-    return Page([event_out(r) for r in rows[:limit]], nxt)
+    return Page([event_out(r) for r in rows], nxt)

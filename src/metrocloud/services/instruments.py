@@ -19,10 +19,8 @@ from metrocloud.domain.types import SoftwareIdentification
 from metrocloud.services.certificates import to_domain
 from metrocloud.services.common import (
     Actor,
+    Keyset,
     Page,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
     log_reads,
     require_role,
 )
@@ -238,18 +236,15 @@ def search_instruments(
     limit: int = 100,
     cursor: str | None = None,
 ) -> Page[dict[str, Any]]:
-    check_limit(limit)
+    keyset = Keyset(instruments.c.id)
     if actor.role is PartyRole.NODE_ADMIN:
         raise Forbidden(
             "the node admin reads no instrument data",
             rule="ARCHITECTURE.md decision 4 (data sovereignty)",
         )
     i = instruments.c
-    after = decode_cursor(cursor, str)
     with node.db.write() as conn:
-        q = select(instruments).where(visible_filter(conn, actor)).order_by(i.id).limit(limit + 1)
-        if after:
-            q = q.where(i.id > after[0])
+        q = keyset.apply(select(instruments).where(visible_filter(conn, actor)), limit, cursor)
         if serial:
             q = q.where(i.serial == serial)
         if certificate_id:
@@ -264,8 +259,7 @@ def search_instruments(
             q = q.where(i.region.startswith(validate_nuts(region), autoescape=True))
         if category:
             q = q.where(i.category == category)
-        rows = list(conn.execute(q).all())
-        page = rows[:limit]
+        page, nxt = keyset.page(conn.execute(q).all(), limit)
         by_grant = granted_ids(conn, actor, page)
         log_reads(
             conn,
@@ -284,5 +278,4 @@ def search_instruments(
                 .order_by(device_keys.c.key_id)
             ):
                 keys.setdefault(k.instrument_id, []).append(k)
-    nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
     return Page([instrument_out(r, keys.get(r.id, ())) for r in page], nxt)

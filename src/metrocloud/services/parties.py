@@ -14,10 +14,8 @@ from metrocloud.domain.errors import Conflict, Forbidden, NotFound, Unauthentica
 from metrocloud.domain.parties import Party, PartyRole
 from metrocloud.services.common import (
     Actor,
+    Keyset,
     Page,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
     require_role,
 )
 from metrocloud.services.node import Node
@@ -129,19 +127,15 @@ def get_party(node: Node, party_id: str) -> dict[str, Any]:
 def list_parties(
     node: Node, *, role: PartyRole | None, country: str | None, limit: int, cursor: str | None
 ) -> Page[dict[str, Any]]:
-    check_limit(limit)
-    q = select(parties).order_by(parties.c.id).limit(limit + 1)
-    after = decode_cursor(cursor, str)
-    if after:
-        q = q.where(parties.c.id > after[0])
+    keyset = Keyset(parties.c.id)
+    q = keyset.apply(select(parties), limit, cursor)
     if role is not None:
         q = q.where(parties.c.role == role.value)
     if country is not None:
         q = q.where(parties.c.country == country)
     with node.db.read() as conn:
-        rows = conn.execute(q).all()
-    nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
-    return Page([party_out(r) for r in rows[:limit]], nxt)
+        rows, nxt = keyset.page(conn.execute(q).all(), limit)
+    return Page([party_out(r) for r in rows], nxt)
 
 
 def _store_token(
@@ -240,17 +234,13 @@ def _token_out(row: Any) -> dict[str, Any]:
 def list_tokens(
     node: Node, actor: Actor, *, limit: int, cursor: str | None
 ) -> Page[dict[str, Any]]:
-    check_limit(limit)
-    q = select(credentials).order_by(credentials.c.token_id).limit(limit + 1)
+    keyset = Keyset(credentials.c.token_id)
+    q = keyset.apply(select(credentials), limit, cursor)
     if actor.role is not PartyRole.NODE_ADMIN:
         q = q.where(credentials.c.party_id == actor.party_id)
-    after = decode_cursor(cursor, str)
-    if after:
-        q = q.where(credentials.c.token_id > after[0])
     with node.db.read() as conn:
-        rows = conn.execute(q).all()
-    nxt = encode_cursor([rows[limit - 1].token_id]) if len(rows) > limit else None
-    return Page([_token_out(r) for r in rows[:limit]], nxt)
+        rows, nxt = keyset.page(conn.execute(q).all(), limit)
+    return Page([_token_out(r) for r in rows], nxt)
 
 
 def revoke_token(node: Node, actor: Actor, token_id: str) -> dict[str, Any]:
