@@ -28,6 +28,10 @@ app = typer.Typer(
 )
 ledger_app = typer.Typer(no_args_is_help=True, help="The node's transparency log.")
 app.add_typer(ledger_app, name="ledger")
+aas_app = typer.Typer(
+    no_args_is_help=True, help="Administrative shells (AAS v3.0) of instruments and types."
+)
+app.add_typer(aas_app, name="aas")
 
 out = Console()
 err = Console(stderr=True)
@@ -269,6 +273,70 @@ def audit(data_dir: DataDir = Path("metrocloud-data"), db: Db = None) -> None:
     out.print(
         f"audit ok: {report.statements} statements replayed, {report.rows_compared} "
         "rows agree with the log"
+    )
+
+
+_AAS_FORMATS = ("aasx", "json", "xml")
+
+
+@aas_app.command("export")
+def aas_export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
+    instrument: Annotated[
+        str | None,
+        typer.Option("--instrument", help="Export this instrument (ins-...) and its type."),
+    ] = None,
+    type_: Annotated[
+        str | None,
+        typer.Option("--type", help="Export this instrument type (its certificate, cer-...)."),
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Export every instrument and type (streams).")
+    ] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="aasx, json or xml; default: from the suffix of --output.",
+        ),
+    ] = None,
+    data_dir: DataDir = Path("metrocloud-data"),
+    db: Db = None,
+) -> None:
+    """Export administrative shells and their submodels as AASX, JSON or XML (AAS v3.0).
+
+    Every object is rendered from the registry now and verified against the AAS metamodel;
+    a failed export leaves no file.
+    """
+    from metrocloud.services.aas_export import export
+    from metrocloud.services.node import Node
+
+    with _errors():
+        formats = ", ".join(_AAS_FORMATS)
+        if fmt is None:
+            fmt = output.suffix.lstrip(".").lower()
+            if fmt not in _AAS_FORMATS:
+                raise CliError(f"give --format ({formats}): the suffix of {output} names none")
+        elif fmt not in _AAS_FORMATS:
+            raise CliError(f"--format must be one of {formats}, got {fmt!r}")
+        node = Node.open(_settings(data_dir, db), create=False)
+        kw: dict[str, Any] = {
+            "instrument_id": instrument,
+            "type_id": type_,
+            "all_": all_,
+            "fmt": fmt,
+            "out": output,
+        }
+        if all_:
+            with _progress() as bar:
+                report = export(node, **kw, progress=_tracker(bar))
+        else:
+            report = export(node, **kw)
+    parts = f" in {report.parts} package parts" if report.parts > 1 else ""
+    out.print(
+        f"exported {report.shells} shells, {report.submodels} submodels and "
+        f"{report.concept_descriptions} concept descriptions to {output} ({fmt}{parts})"
     )
 
 

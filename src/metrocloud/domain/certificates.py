@@ -15,6 +15,7 @@ __all__ = [
     "CertificateAction",
     "CertificateStatus",
     "ConformityModule",
+    "effective_status",
     "next_status",
 ]
 
@@ -74,6 +75,14 @@ _TRANSITIONS: dict[CertificateAction, tuple[frozenset[CertificateStatus], Certif
 }
 
 
+def effective_status(status: str, valid_until: date, today: date) -> CertificateStatus:
+    """The status on ``today``: a valid or suspended certificate past its date is expired."""
+    current = CertificateStatus(status)
+    if current in (CertificateStatus.VALID, CertificateStatus.SUSPENDED) and today > valid_until:
+        return CertificateStatus.EXPIRED
+    return current
+
+
 def next_status(current: CertificateStatus, action: CertificateAction) -> CertificateStatus:
     """The status after ``action``, or :class:`RuleViolation` naming the rule."""
     if action is CertificateAction.ISSUE:
@@ -112,11 +121,7 @@ class Certificate:
 
     def effective_status(self, today: date) -> CertificateStatus:
         """The status on ``today``: a valid or suspended certificate past its date is expired."""
-        if self.status in (CertificateStatus.VALID, CertificateStatus.SUSPENDED) and (
-            today > self.valid_until
-        ):
-            return CertificateStatus.EXPIRED
-        return self.status
+        return effective_status(self.status, self.valid_until, today)
 
     def apply(self, action: CertificateAction) -> Certificate:
         status = next_status(self.status, action)

@@ -1,0 +1,97 @@
+"""Shells: an instrument (assetKind Instance) and an instrument type (assetKind Type).
+
+Both are rendered from one registry row alone (an ``instruments`` or a ``certificates`` row),
+so a list page of shells costs the one keyset query that fetched the rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aas_core3 import types as aas
+
+from metrocloud.twin import _idta
+from metrocloud.twin._common import category_title
+from metrocloud.twin._elements import external, id_short, lang, mc, model_ref, semantic
+from metrocloud.twin.ids import (
+    INSTRUMENT_SUBMODELS,
+    TYPE_SUBMODELS,
+    asset_id,
+    party_uri,
+    shell_id,
+    submodel_id,
+)
+
+__all__ = ["instrument_shell", "type_shell"]
+
+
+def _submodel_refs(record_id: str, names: tuple[str, ...]) -> list[aas.Reference]:
+    return [model_ref(aas.KeyTypes.SUBMODEL, submodel_id(record_id, n)) for n in names]
+
+
+def instrument_shell(row: Any) -> aas.AssetAdministrationShell:
+    """The shell of the instrument in ``row`` (an ``instruments`` row; no further query).
+
+    specificAssetIds carry the serial number, scoped to the manufacturer by its
+    externalSubjectId (serial numbers are unique per manufacturer only, MID Art. 8(5)), and the
+    manufacturer; ``derivedFrom`` points at the type shell of the instrument's certificate.
+    """
+    return aas.AssetAdministrationShell(
+        id=shell_id(row.id),
+        id_short=id_short("Instrument_", row.serial),
+        description=lang(
+            f"{category_title(row.category)} ({row.category}), serial number {row.serial}"
+        ),
+        asset_information=aas.AssetInformation(
+            asset_kind=aas.AssetKind.INSTANCE,
+            global_asset_id=asset_id(row.id),
+            specific_asset_ids=[
+                aas.SpecificAssetID(
+                    name="serialNumber",
+                    value=row.serial,
+                    semantic_id=semantic(_idta.SERIAL_NUMBER),
+                    external_subject_id=external(party_uri(row.manufacturer_id)),
+                ),
+                aas.SpecificAssetID(
+                    name="manufacturerId",
+                    value=row.manufacturer_id,
+                    semantic_id=mc("ManufacturerId"),
+                ),
+            ],
+            asset_type=asset_id(row.certificate_id),
+        ),
+        derived_from=model_ref(
+            aas.KeyTypes.ASSET_ADMINISTRATION_SHELL, shell_id(row.certificate_id)
+        ),
+        submodels=_submodel_refs(row.id, INSTRUMENT_SUBMODELS),
+    )
+
+
+def type_shell(row: Any) -> aas.AssetAdministrationShell:
+    """The shell of the instrument type certified by ``row`` (a ``certificates`` row alone)."""
+    return aas.AssetAdministrationShell(
+        id=shell_id(row.id),
+        id_short=id_short("Type_", row.number),
+        description=lang(
+            f"{row.model}: {category_title(row.category)} ({row.category}), "
+            f"EU-type examination certificate {row.number}"
+        ),
+        asset_information=aas.AssetInformation(
+            asset_kind=aas.AssetKind.TYPE,
+            global_asset_id=asset_id(row.id),
+            specific_asset_ids=[
+                aas.SpecificAssetID(
+                    name="certificateNumber",
+                    value=row.number,
+                    semantic_id=mc("CertificateNumber"),
+                    external_subject_id=external(party_uri(row.notified_body_id)),
+                ),
+                aas.SpecificAssetID(
+                    name="manufacturerId",
+                    value=row.holder_id,
+                    semantic_id=mc("ManufacturerId"),
+                ),
+            ],
+        ),
+        submodels=_submodel_refs(row.id, TYPE_SUBMODELS),
+    )

@@ -1,0 +1,215 @@
+"""What the shells and submodels are rendered from: registry rows, read together.
+
+A view holds the rows of one instrument (or one instrument type) as the registry has them at
+read time; the mapping renders AAS objects from it and nothing keeps them. Every loader reads
+a whole batch in a fixed, small number of queries (five for instruments, two for types),
+whatever the batch size, so an export of 10^6 instruments costs 5,000 queries, not 10^7.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, func, select, true
+
+from metrocloud.domain.errors import NotFound
+from metrocloud.store.schema import (
+    certificate_history,
+    certificates,
+    declarations,
+    device_keys,
+    events,
+    instruments,
+    parties,
+)
+
+__all__ = ["InstrumentView", "TypeView", "ViewLoader", "load_instrument", "load_type"]
+
+Row = Any  # a SQLAlchemy Row of the table named by the attribute
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InstrumentView:
+    """One instrument with everything its submodels show."""
+
+    instrument: Row
+    certificate: Row
+    #: every party the submodels name: manufacturer, operator, notified body, event recorders
+    parties: Mapping[str, Row]
+    device_keys: tuple[Row, ...]
+    #: all life-cycle events, oldest first (by ``seq``)
+    events: tuple[Row, ...]
+    #: declarations of conformity that list this instrument, oldest first
+    declarations: tuple[Row, ...]
+
+    @property
+    def manufacturer(self) -> Row:
+        return self.parties[self.instrument.manufacturer_id]
+
+    @property
+    def operator(self) -> Row | None:
+        op = self.instrument.operator_id
+        return self.parties[op] if op is not None else None
+
+    @property
+    def notified_body(self) -> Row:
+        return self.parties[self.certificate.notified_body_id]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TypeView:
+    """One instrument type: its EU-type examination certificate and who issued and holds it."""
+
+    certificate: Row
+    parties: Mapping[str, Row]
+    #: every action on the certificate, oldest first (by ``seq``)
+    history: tuple[Row, ...]
+
+    @property
+    def holder(self) -> Row:
+        return self.parties[self.certificate.holder_id]
+
+    @property
+    def notified_body(self) -> Row:
+        return self.parties[self.certificate.notified_body_id]
+
+
+def _grouped(rows: Iterable[Row], key: str) -> dict[str, list[Row]]:
+    out: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        out[getattr(r, key)].append(r)
+    return out
+
+
+class ViewLoader:
+    """Loads views batch by batch on one connection.
+
+    Certificates and parties are few next to instruments and repeat from batch to batch, so
+    the loader keeps the ones it has read (an export reads each once); instrument rows,
+    events, keys and declarations are never kept.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._certificates: dict[str, Row] = {}
+        self._parties: dict[str, Row] = {}
+
+    def _load_parties(self, ids: Iterable[str | None]) -> None:
+        missing = {i for i in ids if i is not None and i not in self._parties}
+        if missing:
+            for r in self._conn.execute(select(parties).where(parties.c.id.in_(missing))):
+                self._parties[r.id] = r
+
+    def _load_certificates(self, ids: Iterable[str]) -> None:
+        missing = {i for i in ids if i not in self._certificates}
+        if missing:
+            q = select(certificates).where(certificates.c.id.in_(missing))
+            for r in self._conn.execute(q):
+                self._certificates[r.id] = r
+
+    def _covering(self, ids: Sequence[str], cert_ids: Iterable[str]) -> dict[str, list[Row]]:
+        """Declarations per instrument id: one query that looks inside the JSON id lists."""
+        d = declarations.c
+        if self._conn.dialect.name == "sqlite":
+            listed = func.json_each(d.instrument_ids).table_valued("value")
+        else:
+            listed = func.json_array_elements_text(d.instrument_ids).table_valued("value")
+        q = (
+            select(declarations, listed.c.value.label("covered_id"))
+            .select_from(declarations.join(listed, true()))
+            .where(d.certificate_id.in_(set(cert_ids)), listed.c.value.in_(ids))
+            .order_by(d.declared_on, d.leaf_index)
+        )
+        return _grouped(self._conn.execute(q), "covered_id")
+
+    def instruments(self, rows: Sequence[Row]) -> list[InstrumentView]:
+        """Views of ``rows`` (``instruments`` rows), in their order: five queries in all."""
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        self._load_certificates(r.certificate_id for r in rows)
+        evs = _grouped(
+            self._conn.execute(
+                select(events)
+                .where(events.c.instrument_id.in_(ids))
+                .order_by(events.c.instrument_id, events.c.seq)
+            ),
+            "instrument_id",
+        )
+        keys = _grouped(
+            self._conn.execute(
+                select(device_keys)
+                .where(device_keys.c.instrument_id.in_(ids))
+                .order_by(device_keys.c.instrument_id, device_keys.c.key_id)
+            ),
+            "instrument_id",
+        )
+        covering = self._covering(ids, {r.certificate_id for r in rows})
+        self._load_parties(
+            [
+                *(p for r in rows for p in (r.manufacturer_id, r.operator_id)),
+                *(self._certificates[r.certificate_id].notified_body_id for r in rows),
+                *(e.recorded_by for es in evs.values() for e in es),
+            ]
+        )
+        out = []
+        for r in rows:
+            cert = self._certificates[r.certificate_id]
+            these = evs.get(r.id, [])
+            named = {r.manufacturer_id, r.operator_id, cert.notified_body_id}
+            named.update(e.recorded_by for e in these)
+            out.append(
+                InstrumentView(
+                    instrument=r,
+                    certificate=cert,
+                    parties={p: self._parties[p] for p in named if p is not None},
+                    device_keys=tuple(keys.get(r.id, ())),
+                    events=tuple(these),
+                    declarations=tuple(covering.get(r.id, ())),
+                )
+            )
+        return out
+
+    def types(self, rows: Sequence[Row]) -> list[TypeView]:
+        """Views of ``rows`` (``certificates`` rows), in their order: two queries in all."""
+        if not rows:
+            return []
+        for r in rows:
+            self._certificates.setdefault(r.id, r)
+        self._load_parties(p for r in rows for p in (r.holder_id, r.notified_body_id))
+        h = certificate_history.c
+        history = _grouped(
+            self._conn.execute(
+                select(certificate_history)
+                .where(h.certificate_id.in_([r.id for r in rows]))
+                .order_by(h.certificate_id, h.seq)
+            ),
+            "certificate_id",
+        )
+        return [
+            TypeView(
+                certificate=r,
+                parties={p: self._parties[p] for p in (r.holder_id, r.notified_body_id)},
+                history=tuple(history.get(r.id, ())),
+            )
+            for r in rows
+        ]
+
+
+def load_instrument(conn: Connection, instrument_id: str) -> InstrumentView:
+    """The view of one instrument; :class:`NotFound` if the registry has no such instrument."""
+    row = conn.execute(select(instruments).where(instruments.c.id == instrument_id)).first()
+    if row is None:
+        raise NotFound(f"instrument {instrument_id} does not exist")
+    return ViewLoader(conn).instruments([row])[0]
+
+
+def load_type(conn: Connection, certificate_id: str) -> TypeView:
+    """The view of one instrument type, named by its certificate id; :class:`NotFound` if none."""
+    row = conn.execute(select(certificates).where(certificates.c.id == certificate_id)).first()
+    if row is None:
+        raise NotFound(f"instrument type (certificate) {certificate_id} does not exist")
+    return ViewLoader(conn).types([row])[0]
