@@ -9,6 +9,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from metrocloud import __version__
+from metrocloud.api import aas
 from metrocloud.api.deps import BODY_MODELS
 from metrocloud.api.problems import install_problem_handlers
 from metrocloud.api.routes import certificates, instruments, parties, public
@@ -49,6 +50,8 @@ def create_app(node: Node) -> FastAPI:
     install_problem_handlers(app)
     for r in (public.router, parties.router, certificates.router, instruments.router):
         app.include_router(r, prefix=API_PREFIX)
+    app.include_router(aas.router, prefix=aas.AAS_PREFIX)
+    aas.install_error_format(app, aas.AAS_PREFIX)  # AAS Part 2 Result bodies there
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
