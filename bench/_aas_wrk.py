@@ -1,0 +1,210 @@
+"""Drive an HTTP server with ``wrk`` (the Debian package) and read back its figures.
+
+A generated Lua script pre-formats one request per path of a paths file in every wrk thread
+and picks one at random per request (a single path is a fixed request); its ``done`` hook
+prints the totals and latency percentiles as one JSON line, so nothing is scraped from wrk's
+human-readable report. Any non-2xx/3xx answer, socket error or timeout fails the run: a
+figure is only printed for a server that answered every request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CpuWatch", "WrkError", "WrkResult", "run_wrk"]
+
+_MARK = "WRK-RESULT "
+
+_LUA = r"""
+local paths_file = %(paths_file)s
+local auth = %(auth)s
+local reqs = {}
+local counter = 0
+
+function setup(thread)
+  counter = counter + 1
+  thread:set("seed", counter)
+end
+
+function init(args)
+  math.randomseed(os.time() * 100 + seed)
+  local headers = {}
+  if auth ~= "" then headers["Authorization"] = auth end
+  headers["Accept"] = "application/json"
+  for line in io.lines(paths_file) do
+    if line ~= "" then reqs[#reqs + 1] = wrk.format("GET", line, headers) end
+  end
+  if #reqs == 0 then error("no paths in " .. paths_file) end
+end
+
+function request()
+  return reqs[math.random(#reqs)]
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '%(mark)s{"requests": %%d, "duration_us": %%d, "bytes": %%d, "p50_us": %%d, ' ..
+    '"p99_us": %%d, "max_us": %%d, "connect": %%d, "read": %%d, "write": %%d, ' ..
+    '"status": %%d, "timeout": %%d}\n',
+    summary.requests, summary.duration, summary.bytes, latency:percentile(50),
+    latency:percentile(99), latency.max, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _busy_ticks() -> int:
+    """Busy jiffies of the whole machine (every core) from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle
+
+
+def _process_ticks(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    rest = stat[stat.rindex(")") + 2 :].split()
+    return int(rest[11]) + int(rest[12])  # utime + stime
+
+
+class CpuWatch:
+    """How busy the machine was, outside the measured server, wrk and this process.
+
+    Two cores are shared with whatever else runs here (a test suite, say); a measurement
+    taken while others used a sizable share of them is reported as disturbed.
+    """
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.others_cores = 0.0
+        self.server_cores = 0.0
+
+    def _server(self) -> int:
+        return 0 if self.server_pid is None else _process_ticks(self.server_pid)
+
+    def __enter__(self) -> CpuWatch:
+        self._t0 = os.times().elapsed
+        self._busy0 = _busy_ticks()
+        self._server0 = self._server()
+        self._self0 = resource.getrusage(resource.RUSAGE_SELF)
+        self._kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = os.times().elapsed - self._t0
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours = (
+            me.ru_utime
+            + me.ru_stime
+            - self._self0.ru_utime
+            - self._self0.ru_stime
+            + kids.ru_utime
+            + kids.ru_stime
+            - self._kids0.ru_utime
+            - self._kids0.ru_stime
+        )
+        server = (self._server() - self._server0) / _TICK
+        busy = (_busy_ticks() - self._busy0) / _TICK
+        #: average cores used by other processes during the measurement
+        self.others_cores = max(0.0, busy - server - ours) / wall if wall > 0 else 0.0
+        self.server_cores = server / wall if wall > 0 else 0.0
+
+
+class WrkError(RuntimeError):
+    """wrk failed, or the server did not answer every request with success."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WrkResult:
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    #: cores the server used on average, and cores every other process used (noise)
+    server_cores: float = 0.0
+    others_cores: float = 0.0
+
+
+def _lua_string(s: str) -> str:
+    return json.dumps(s)  # a JSON string of ASCII is a valid Lua string literal
+
+
+def run_wrk(
+    base_url: str,
+    paths: list[str],
+    *,
+    auth: str = "",
+    connections: int = 8,
+    threads: int = 2,
+    seconds: int = 10,
+    timeout_s: int = 60,
+    server_pid: int | None = None,
+) -> WrkResult:
+    """Run wrk against ``base_url`` with a random pick of ``paths`` per request."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise WrkError("wrk is not installed (Debian: apt-get install -y wrk)")
+    if not all(p.isascii() and p.startswith("/") and "\n" not in p for p in paths):
+        raise WrkError("paths must be ASCII, absolute and single-line")
+    with tempfile.TemporaryDirectory(prefix="metrocloud-wrk-") as tmp:
+        paths_file = Path(tmp) / "paths.txt"
+        paths_file.write_text("\n".join(paths) + "\n")
+        script = Path(tmp) / "pick.lua"
+        script.write_text(
+            _LUA
+            % {
+                "paths_file": _lua_string(str(paths_file)),
+                "auth": _lua_string(auth),
+                "mark": _MARK,
+            }
+        )
+        watch = CpuWatch(server_pid)
+        with watch:
+            proc = subprocess.run(
+                [
+                    wrk,
+                    f"-c{connections}",
+                    f"-t{threads}",
+                    f"-d{seconds}s",
+                    f"--timeout={timeout_s}s",
+                    "--latency",
+                    "-s",
+                    str(script),
+                    base_url,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_MARK)]
+    if proc.returncode != 0 or len(lines) != 1:
+        raise WrkError(f"wrk exited {proc.returncode}: {proc.stderr.strip() or proc.stdout}")
+    r = json.loads(lines[0][len(_MARK) :])
+    bad = {k: r[k] for k in ("connect", "read", "write", "status", "timeout") if r[k]}
+    if bad:
+        raise WrkError(f"wrk saw failures against {base_url}: {bad} of {r['requests']} requests")
+    if r["requests"] == 0:
+        raise WrkError(f"wrk completed no request against {base_url} in {seconds} s")
+    secs = r["duration_us"] / 1e6
+    return WrkResult(
+        requests=r["requests"],
+        seconds=secs,
+        rps=r["requests"] / secs,
+        p50_ms=r["p50_us"] / 1000,
+        p99_ms=r["p99_us"] / 1000,
+        max_ms=r["max_us"] / 1000,
+        server_cores=watch.server_cores,
+        others_cores=watch.others_cores,
+    )
