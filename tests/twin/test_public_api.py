@@ -15,7 +15,9 @@ PUBLIC = {
     "load_type",
     # the mapping
     "instrument_shell",
+    "instrument_shell_json",
     "type_shell",
+    "type_shell_json",
     "instrument_submodel",
     "instrument_submodels",
     "type_submodel",

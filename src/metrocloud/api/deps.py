@@ -26,7 +26,7 @@ from metrocloud.domain.errors import InvalidInput, Unauthenticated, Verification
 from metrocloud.domain.parties import PartyRole
 from metrocloud.services.common import Actor, require_role
 from metrocloud.services.node import Node
-from metrocloud.services.parties import authenticate
+from metrocloud.services.parties import authenticate, cached_actor
 from metrocloud.trust.keys import PublicKey
 from metrocloud.trust.statements import verify_request
 
@@ -103,7 +103,11 @@ class GuardedRoute(APIRoute):
 
         async def guarded(request: Request) -> Response:
             node: Node = request.app.state.node
-            actor = await run_in_threadpool(authenticate, node, _token(request))
+            token = _token(request)
+            cached = cached_actor(node, token)  # skips the threadpool hop on a hit
+            actor: Actor = (
+                cached if cached is not None else await run_in_threadpool(authenticate, node, token)
+            )
             request.state.actor = actor
             if g.roles:
                 require_role(actor, *g.roles, action=g.action)

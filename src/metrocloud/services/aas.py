@@ -56,9 +56,11 @@ from metrocloud.twin import (
     ViewLoader,
     environment,
     instrument_shell,
+    instrument_shell_json,
     instrument_submodel,
     shell_id,
     type_shell,
+    type_shell_json,
     type_submodel,
 )
 from metrocloud.twin.ids import ASSET_PREFIX
@@ -68,8 +70,10 @@ __all__ = [
     "AssetLink",
     "export",
     "get_shell",
+    "get_shell_json",
     "get_submodel",
     "list_shells",
+    "list_shells_json",
     "list_submodels",
     "lookup_shell_ids",
     "public_submodel",
@@ -304,6 +308,58 @@ def list_shells(
     ``asset_kind`` (``Type`` / ``Instance``) and ``asset_type`` (an instrument type's asset id)
     are the registry's descriptor filters.
     """
+    types, found, nxt = _readable_shell_rows(
+        node,
+        actor,
+        id_short=id_short,
+        asset_links=asset_links,
+        asset_kind=asset_kind,
+        asset_type=asset_type,
+        limit=limit,
+        cursor=cursor,
+        action=action,
+    )
+    return Page([type_shell(r) for r in types] + [instrument_shell(r) for r in found], nxt)
+
+
+def list_shells_json(
+    node: Node,
+    actor: Actor,
+    *,
+    id_short: str | None = None,
+    asset_links: Sequence[AssetLink] = (),
+    limit: int = 100,
+    cursor: str | None = None,
+) -> Page[bytes]:
+    """:func:`list_shells` rendered as JSON (memoized per shell: the hot path of listings)."""
+    types, found, nxt = _readable_shell_rows(
+        node,
+        actor,
+        id_short=id_short,
+        asset_links=asset_links,
+        asset_kind=None,
+        asset_type=None,
+        limit=limit,
+        cursor=cursor,
+        action="aas.shells.list",
+    )
+    return Page(
+        [type_shell_json(r) for r in types] + [instrument_shell_json(r) for r in found], nxt
+    )
+
+
+def _readable_shell_rows(
+    node: Node,
+    actor: Actor,
+    *,
+    id_short: str | None,
+    asset_links: Sequence[AssetLink],
+    asset_kind: str | None,
+    asset_type: str | None,
+    limit: int,
+    cursor: str | None,
+    action: str,
+) -> tuple[list[Any], list[Any], str | None]:
     with node.db.read() as conn:
         types, found, nxt = _shell_rows(
             conn,
@@ -316,9 +372,8 @@ def list_shells(
             asset_type=asset_type,
         )
         by_grant = granted_ids(conn, actor, found)
-    shells = [type_shell(r) for r in types] + [instrument_shell(r) for r in found]
     _log(node, actor, action, found, by_grant)
-    return Page(shells, nxt)
+    return types, found, nxt
 
 
 def lookup_shell_ids(
@@ -353,16 +408,26 @@ def get_shell(
     node: Node, actor: Actor, record_id: str, *, action: str = "aas.shell.read"
 ) -> aas.AssetAdministrationShell:
     """The shell of record ``record_id``: one indexed query, the access check, the render."""
+    row = _readable_shell_row(node, actor, record_id, action)
+    return type_shell(row) if record_id.startswith(_TYPE) else instrument_shell(row)
+
+
+def get_shell_json(node: Node, actor: Actor, record_id: str) -> bytes:
+    """:func:`get_shell` rendered as JSON (memoized per shell)."""
+    row = _readable_shell_row(node, actor, record_id, "aas.shell.read")
+    return type_shell_json(row) if record_id.startswith(_TYPE) else instrument_shell_json(row)
+
+
+def _readable_shell_row(node: Node, actor: Actor, record_id: str, action: str) -> Any:
     if record_id.startswith(_TYPE):
         with node.db.read() as conn:
-            return type_shell(_type_row(conn, record_id))
+            return _type_row(conn, record_id)
     with node.db.read() as conn:
         row = instrument_row(conn, record_id)
         _refuse_admin(actor)
         by_grant = check_can_read(conn, actor, row)
-    shell = instrument_shell(row)
     _log(node, actor, action, [row], {row.id} if by_grant else set())
-    return shell
+    return row
 
 
 # -- submodels -----------------------------------------------------------------------------

@@ -54,6 +54,8 @@ class Node:
     country: str
     log: TransparencyLog
     clock: Callable[[], datetime] = field(default=_utcnow)
+    #: authenticated tokens, briefly (services.parties.cached_actor); never persisted
+    auth_cache: dict[str, tuple[float, Any, str | None]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, settings: Settings, *, create: bool = True) -> Node:

@@ -37,7 +37,12 @@ from metrocloud.twin.serialize import (
     verify,
     write_aasx,
 )
-from metrocloud.twin.shells import instrument_shell, type_shell
+from metrocloud.twin.shells import (
+    instrument_shell,
+    instrument_shell_json,
+    type_shell,
+    type_shell_json,
+)
 from metrocloud.twin.stream import AasxStream, EnvironmentStream
 from metrocloud.twin.views import (
     InstrumentView,
@@ -67,6 +72,7 @@ __all__ = [
     "environment_json",
     "environment_xml",
     "instrument_shell",
+    "instrument_shell_json",
     "instrument_submodel",
     "instrument_submodels",
     "load_instrument",
@@ -78,6 +84,7 @@ __all__ = [
     "submodel_id",
     "to_json_bytes",
     "type_shell",
+    "type_shell_json",
     "type_submodel",
     "type_submodels",
     "verify",

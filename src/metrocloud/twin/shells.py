@@ -6,6 +6,7 @@ so a list page of shells costs the one keyset query that fetched the rows.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from aas_core3 import types as aas
@@ -21,8 +22,9 @@ from metrocloud.twin.ids import (
     shell_id,
     submodel_id,
 )
+from metrocloud.twin.serialize import to_json_bytes
 
-__all__ = ["instrument_shell", "type_shell"]
+__all__ = ["instrument_shell", "instrument_shell_json", "type_shell", "type_shell_json"]
 
 
 def _submodel_refs(record_id: str, names: tuple[str, ...]) -> list[aas.Reference]:
@@ -94,4 +96,74 @@ def type_shell(row: Any) -> aas.AssetAdministrationShell:
             ],
         ),
         submodels=_submodel_refs(row.id, TYPE_SUBMODELS),
+    )
+
+
+# -- rendered JSON, memoized -----------------------------------------------------------------
+# A shell is a pure function of a few row fields (for an instrument: fields that never change
+# after registration; for a type: fields a revision may change, all part of the key). The
+# memo is keyed by exactly those inputs, so it can never serve a stale shell: it is a cache of
+# a computation, not a second store. Bounded: about 1.5 KiB a shell.
+
+_MEMO_SIZE = 100_000
+
+
+class _Fields:
+    __slots__ = (
+        "category",
+        "certificate_id",
+        "holder_id",
+        "id",
+        "manufacturer_id",
+        "model",
+        "notified_body_id",
+        "number",
+        "serial",
+    )
+
+    def __init__(self, **kw: Any) -> None:
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _instrument_json(
+    id_: str, serial: str, category: str, manufacturer_id: str, certificate_id: str
+) -> bytes:
+    row = _Fields(
+        id=id_,
+        serial=serial,
+        category=category,
+        manufacturer_id=manufacturer_id,
+        certificate_id=certificate_id,
+    )
+    return to_json_bytes(instrument_shell(row))
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _type_json(
+    id_: str, number: str, model: str, category: str, notified_body_id: str, holder_id: str
+) -> bytes:
+    row = _Fields(
+        id=id_,
+        number=number,
+        model=model,
+        category=category,
+        notified_body_id=notified_body_id,
+        holder_id=holder_id,
+    )
+    return to_json_bytes(type_shell(row))
+
+
+def instrument_shell_json(row: Any) -> bytes:
+    """``to_json_bytes(instrument_shell(row))``, memoized on the fields it depends on."""
+    return _instrument_json(
+        row.id, row.serial, row.category, row.manufacturer_id, row.certificate_id
+    )
+
+
+def type_shell_json(row: Any) -> bytes:
+    """``to_json_bytes(type_shell(row))``, memoized on the fields it depends on."""
+    return _type_json(
+        row.id, row.number, row.model, row.category, row.notified_body_id, row.holder_id
     )

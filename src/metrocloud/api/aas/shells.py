@@ -47,10 +47,10 @@ def get_all_shells(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Response:
-    page = svc.list_shells(
+    page = svc.list_shells_json(
         node, actor, id_short=id_short, asset_links=_links(asset_ids), limit=limit, cursor=cursor
     )
-    return paged_response([to_json_bytes(s) for s in page.items], page.next_cursor)
+    return paged_response(list(page.items), page.next_cursor)
 
 
 @router.get("/shells/$reference")
@@ -79,7 +79,7 @@ def get_all_shell_references(
 @router.get("/shells/{aasIdentifier}")
 @guard(action="read a shell")
 def get_shell(node: NodeDep, actor: CurrentActor, aas_id: AasId) -> Response:
-    return json_response(to_json_bytes(svc.get_shell(node, actor, shell_record(aas_id))))
+    return json_response(svc.get_shell_json(node, actor, shell_record(aas_id)))
 
 
 @router.get("/shells/{aasIdentifier}/$reference")
