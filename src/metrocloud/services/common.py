@@ -8,10 +8,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection
 
 from metrocloud.domain.errors import Forbidden, InvalidInput
 from metrocloud.domain.parties import PartyRole
+from metrocloud.store.bulk import insert_rows
 from metrocloud.store.schema import access_log
 
 __all__ = [
@@ -132,6 +133,18 @@ def check_limit(limit: int) -> int:
     return limit
 
 
+_ACCESS_COLUMNS = (
+    "at",
+    "owner_id",
+    "reader_id",
+    "reader_role",
+    "action",
+    "resource_type",
+    "resource_id",
+    "via_grant",
+)
+
+
 def log_reads(
     conn: Connection,
     actor: Actor,
@@ -147,22 +160,20 @@ def log_reads(
     ``records`` yields ``(resource_id, owners)``. Returns the number of rows written.
     """
     granted = set(via_grant)
-    rows = []
-    for resource_id, owners in records:
-        for owner in dict.fromkeys(o for o in owners if o):
-            if owner != actor.party_id:
-                rows.append(
-                    {
-                        "at": at,
-                        "owner_id": owner,
-                        "reader_id": actor.party_id,
-                        "reader_role": actor.role.value,
-                        "action": action,
-                        "resource_type": resource_type,
-                        "resource_id": resource_id,
-                        "via_grant": resource_id in granted,
-                    }
-                )
-    if rows:
-        conn.execute(insert(access_log), rows)
+    rows = [
+        (
+            at,
+            owner,
+            actor.party_id,
+            actor.role.value,
+            action,
+            resource_type,
+            resource_id,
+            resource_id in granted,
+        )
+        for resource_id, owners in records
+        for owner in dict.fromkeys(o for o in owners if o)
+        if owner != actor.party_id
+    ]
+    insert_rows(conn, access_log, _ACCESS_COLUMNS, rows)  # one driver-level executemany
     return len(rows)
