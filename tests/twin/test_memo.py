@@ -43,3 +43,25 @@ def test_memo_equals_fresh_render_and_follows_revisions(node: Node, world: World
     after = type_shell_json(revised)
     assert after != before and b"Renamed meter" in after
     assert after == to_json_bytes(type_shell(revised))
+
+
+def test_partial_views_render_the_same_submodels_and_refuse_the_rest(
+    node: Node, world: World
+) -> None:
+    import pytest
+
+    from metrocloud.twin import SUBMODEL_PARTS, ViewLoader, instrument_submodel
+
+    cert = world.certificate(world.nb1, world.man1)
+    iid = world.instruments(world.man1, cert, 1)[0]["id"]
+    with node.db.read() as conn:
+        row = conn.execute(select(instruments).where(instruments.c.id == iid)).one()
+        full = ViewLoader(conn).instruments([row])[0]
+        for name, parts in SUBMODEL_PARTS.items():
+            lean = ViewLoader(conn).instruments([row], parts=parts)[0]
+            assert to_json_bytes(instrument_submodel(lean, name)) == to_json_bytes(
+                instrument_submodel(full, name)
+            )
+        bare = ViewLoader(conn).instruments([row], parts=frozenset())[0]
+    with pytest.raises(ValueError, match="needs view parts"):
+        instrument_submodel(bare, "LifeCycle")

@@ -14,6 +14,7 @@ PUBLIC = {
     "load_instrument",
     "load_type",
     # the mapping
+    "SUBMODEL_PARTS",
     "instrument_shell",
     "instrument_shell_json",
     "type_shell",

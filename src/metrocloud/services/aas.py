@@ -52,6 +52,7 @@ from metrocloud.store.schema import certificates, instruments
 from metrocloud.twin import (
     INSTRUMENT_SUBMODELS,
     PUBLIC_SUBMODELS,
+    SUBMODEL_PARTS,
     TYPE_SUBMODELS,
     ViewLoader,
     environment,
@@ -575,7 +576,9 @@ def get_submodel(
         by_grant = False
         if not public_submodel(record_id, name):
             by_grant = check_can_read(conn, actor, row)
-        view = ViewLoader(conn).instruments([row])[0]
+        if name not in SUBMODEL_PARTS:
+            raise NotFound(f"an instrument shell has no submodel {name!r}")
+        view = ViewLoader(conn).instruments([row], parts=SUBMODEL_PARTS[name])[0]
     submodel = instrument_submodel(view, name, base_url=base_url)
     if not public_submodel(record_id, name):
         _log(node, actor, action, [row], {row.id} if by_grant else set())

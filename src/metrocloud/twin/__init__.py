@@ -45,6 +45,7 @@ from metrocloud.twin.shells import (
 )
 from metrocloud.twin.stream import AasxStream, EnvironmentStream
 from metrocloud.twin.views import (
+    SUBMODEL_PARTS,
     InstrumentView,
     TypeView,
     ViewLoader,
@@ -57,6 +58,7 @@ __all__ = [
     "INSTRUMENT_SUBMODELS",
     "MEASUREMENTS_PATH",
     "PUBLIC_SUBMODELS",
+    "SUBMODEL_PARTS",
     "TYPE_SUBMODELS",
     "AasError",
     "AasFormat",

@@ -14,7 +14,7 @@ from metrocloud.domain.errors import NotFound
 from metrocloud.twin import _instrument, _type
 from metrocloud.twin.concepts import concept_descriptions
 from metrocloud.twin.ids import INSTRUMENT_SUBMODELS, TYPE_SUBMODELS
-from metrocloud.twin.views import InstrumentView, TypeView
+from metrocloud.twin.views import SUBMODEL_PARTS, InstrumentView, TypeView
 
 __all__ = [
     "MEASUREMENTS_PATH",
@@ -38,12 +38,15 @@ def instrument_submodel(view: InstrumentView, name: str, *, base_url: str = "") 
     if render is None:
         names = ", ".join(INSTRUMENT_SUBMODELS)
         raise NotFound(f"an instrument shell has no submodel {name!r}; it has {names}")
+    missing = SUBMODEL_PARTS[name] - view.parts
+    if missing:  # a programming error: the view was loaded without what this submodel shows
+        raise ValueError(f"submodel {name} needs view parts {sorted(missing)} not loaded")
     return render(view, base_url)
 
 
 def instrument_submodels(view: InstrumentView, *, base_url: str = "") -> list[aas.Submodel]:
     """Every submodel of the instrument, in the order its shell references them."""
-    return [_instrument.RENDERERS[n](view, base_url) for n in INSTRUMENT_SUBMODELS]
+    return [instrument_submodel(view, n, base_url=base_url) for n in INSTRUMENT_SUBMODELS]
 
 
 def type_submodel(view: TypeView, name: str) -> aas.Submodel:

@@ -26,9 +26,30 @@ from metrocloud.store.schema import (
     parties,
 )
 
-__all__ = ["InstrumentView", "TypeView", "ViewLoader", "load_instrument", "load_type"]
+__all__ = [
+    "PARTS",
+    "SUBMODEL_PARTS",
+    "InstrumentView",
+    "TypeView",
+    "ViewLoader",
+    "load_instrument",
+    "load_type",
+]
 
 Row = Any  # a SQLAlchemy Row of the table named by the attribute
+
+
+#: the optional parts of an instrument view
+PARTS = frozenset({"device_keys", "events", "declarations"})
+#: what each instrument submodel reads beyond the instrument, its certificate and parties
+SUBMODEL_PARTS: dict[str, frozenset[str]] = {
+    "Nameplate": frozenset(),
+    "Conformity": frozenset({"declarations"}),
+    "SoftwareIdentification": frozenset(),
+    "Verification": frozenset({"events"}),
+    "LifeCycle": frozenset({"events"}),
+    "TimeSeries": frozenset(),
+}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -44,6 +65,8 @@ class InstrumentView:
     events: tuple[Row, ...]
     #: declarations of conformity that list this instrument, oldest first
     declarations: tuple[Row, ...]
+    #: which of the optional parts (:data:`PARTS`) were loaded; the others are empty
+    parts: frozenset[str] = frozenset({"device_keys", "events", "declarations"})
 
     @property
     def manufacturer(self) -> Row:
@@ -125,29 +148,44 @@ class ViewLoader:
         )
         return _grouped(self._conn.execute(q), "covered_id")
 
-    def instruments(self, rows: Sequence[Row]) -> list[InstrumentView]:
-        """Views of ``rows`` (``instruments`` rows), in their order: five queries in all."""
+    def instruments(
+        self, rows: Sequence[Row], *, parts: frozenset[str] = PARTS
+    ) -> list[InstrumentView]:
+        """Views of ``rows`` (``instruments`` rows), in their order: five queries in all.
+
+        ``parts`` names the optional parts to load (a submodel needs only some:
+        :data:`SUBMODEL_PARTS`); the others stay empty and the view says so in ``parts``.
+        """
         if not rows:
             return []
+        unknown = parts - PARTS
+        if unknown:
+            raise ValueError(f"unknown view parts {sorted(unknown)}; known: {sorted(PARTS)}")
         ids = [r.id for r in rows]
         self._load_certificates(r.certificate_id for r in rows)
-        evs = _grouped(
-            self._conn.execute(
-                select(events)
-                .where(events.c.instrument_id.in_(ids))
-                .order_by(events.c.instrument_id, events.c.seq)
-            ),
-            "instrument_id",
-        )
-        keys = _grouped(
-            self._conn.execute(
-                select(device_keys)
-                .where(device_keys.c.instrument_id.in_(ids))
-                .order_by(device_keys.c.instrument_id, device_keys.c.key_id)
-            ),
-            "instrument_id",
-        )
-        covering = self._covering(ids, {r.certificate_id for r in rows})
+        evs: dict[str, list[Row]] = {}
+        if "events" in parts:
+            evs = _grouped(
+                self._conn.execute(
+                    select(events)
+                    .where(events.c.instrument_id.in_(ids))
+                    .order_by(events.c.instrument_id, events.c.seq)
+                ),
+                "instrument_id",
+            )
+        keys: dict[str, list[Row]] = {}
+        if "device_keys" in parts:
+            keys = _grouped(
+                self._conn.execute(
+                    select(device_keys)
+                    .where(device_keys.c.instrument_id.in_(ids))
+                    .order_by(device_keys.c.instrument_id, device_keys.c.key_id)
+                ),
+                "instrument_id",
+            )
+        covering: dict[str, list[Row]] = {}
+        if "declarations" in parts:
+            covering = self._covering(ids, {r.certificate_id for r in rows})
         self._load_parties(
             [
                 *(p for r in rows for p in (r.manufacturer_id, r.operator_id)),
@@ -169,6 +207,7 @@ class ViewLoader:
                     device_keys=tuple(keys.get(r.id, ())),
                     events=tuple(these),
                     declarations=tuple(covering.get(r.id, ())),
+                    parts=parts,
                 )
             )
         return out
