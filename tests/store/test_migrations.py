@@ -9,7 +9,9 @@ from sqlalchemy import select
 from metrocloud.ledger.schema import ledger_state
 from metrocloud.ledger.schema import metadata as ledger_metadata
 from metrocloud.services.node import Node
+from metrocloud.services.settings import Settings
 from metrocloud.store.schema import metadata as registry_metadata
+from metrocloud.store.schema import parties
 
 
 def test_migrated_schema_matches_the_models(node: Node) -> None:
@@ -31,3 +33,64 @@ def test_reopening_a_node_keeps_its_identity(node: Node) -> None:
         assert again.key.key_id == node.key.key_id
     finally:
         again.db.dispose()
+
+
+def test_0002_backfills_declaration_links(settings: Settings) -> None:
+    """A database at 0001 with a declaration gets its instrument links on upgrade."""
+    from importlib.resources import files
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import insert, text
+
+    from metrocloud.store.database import Database
+    from metrocloud.store.schema import declaration_instruments
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url(), schema=settings.db_schema)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(files("metrocloud.store") / "migrations"))
+    try:
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001")
+        with db.engine.begin() as conn:
+            party = {
+                "name": "P",
+                "role": "manufacturer",
+                "country": "DE",
+                "admitted_at": "2026-01-01T00:00:00.000Z",
+                "leaf_index": 0,
+            }
+            conn.execute(insert(parties), [{"id": "pty-DE-1", **party}])
+            conn.execute(
+                text(
+                    "INSERT INTO certificates (id, number, notified_body_id, holder_id, module, "
+                    "category, model, accuracy_class, software, rated_conditions, issued_on, "
+                    "valid_until, status, revision, leaf_index) VALUES ('cer-DE-1', 'N', "
+                    "'pty-DE-1', 'pty-DE-1', 'B', 'MI-003', 'M', 'B', '[]', '{}', '2020-01-01', "
+                    "'2030-01-01', 'valid', 0, 1)"
+                )
+            )
+            for iid in ("ins-DE-1", "ins-DE-2"):
+                conn.execute(
+                    text(
+                        "INSERT INTO instruments (id, serial, manufacturer_id, certificate_id, "
+                        "category, state, event_count, registered_leaf, leaf_index) VALUES "
+                        f"('{iid}', '{iid}', 'pty-DE-1', 'cer-DE-1', 'MI-003', 'registered', "
+                        "0, 2, 2)"
+                    )
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO declarations (id, certificate_id, manufacturer_id, module, "
+                    "instrument_ids, declared_on, leaf_index) VALUES ('doc-DE-1', 'cer-DE-1', "
+                    "'pty-DE-1', 'D', '[\"ins-DE-1\", \"ins-DE-2\"]', '2026-01-01', 3)"
+                )
+            )
+        db.migrate()
+        with db.read() as conn:
+            links = set(conn.execute(select(declaration_instruments)).all())
+        assert links == {("ins-DE-1", "doc-DE-1"), ("ins-DE-2", "doc-DE-1")}
+    finally:
+        db.dispose()

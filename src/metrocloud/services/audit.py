@@ -24,6 +24,7 @@ from metrocloud.store.projection import project
 from metrocloud.store.schema import (
     certificate_history,
     certificates,
+    declaration_instruments,
     declarations,
     device_keys,
     events,
@@ -42,6 +43,7 @@ AUDITED_TABLES: tuple[Table, ...] = (
     device_keys,
     events,
     declarations,
+    declaration_instruments,
 )
 _MAX_PROBLEMS = 1000
 

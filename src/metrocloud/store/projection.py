@@ -25,6 +25,7 @@ from metrocloud.store.bulk import insert_rows
 from metrocloud.store.schema import (
     certificate_history,
     certificates,
+    declaration_instruments,
     declarations,
     device_keys,
     events,
@@ -246,6 +247,12 @@ def _conformity_declared(conn: Connection, p: Payload, leaf: int) -> None:
             document_sha256=d.get("document_sha256"),
             leaf_index=leaf,
         )
+    )
+    insert_rows(
+        conn,
+        declaration_instruments,
+        ("instrument_id", "declaration_id"),
+        [(iid, d["id"]) for iid in d["instrument_ids"]],
     )
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "certificate_history",
     "certificates",
     "credentials",
+    "declaration_instruments",
     "declarations",
     "device_keys",
     "events",
@@ -190,6 +191,15 @@ declarations = Table(
     Column("declared_on", Date, nullable=False),
     Column("document_sha256", String(64), nullable=True),
     Column("leaf_index", BigInteger, nullable=False),
+)
+
+#: which declarations cover an instrument: the declarations' id lists, indexed by instrument
+declaration_instruments = Table(
+    "declaration_instruments",
+    metadata,
+    Column("instrument_id", ID, ForeignKey("instruments.id"), primary_key=True),
+    Column("declaration_id", ID, ForeignKey("declarations.id"), primary_key=True),
+    sqlite_with_rowid=False,
 )
 
 grants = Table(

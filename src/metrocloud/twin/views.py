@@ -13,12 +13,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select, true
+from sqlalchemy import Connection, select
 
 from metrocloud.domain.errors import NotFound
 from metrocloud.store.schema import (
     certificate_history,
     certificates,
+    declaration_instruments,
     declarations,
     device_keys,
     events,
@@ -133,18 +134,16 @@ class ViewLoader:
             for r in self._conn.execute(q):
                 self._certificates[r.id] = r
 
-    def _covering(self, ids: Sequence[str], cert_ids: Iterable[str]) -> dict[str, list[Row]]:
-        """Declarations per instrument id: one query that looks inside the JSON id lists."""
-        d = declarations.c
-        if self._conn.dialect.name == "sqlite":
-            listed = func.json_each(d.instrument_ids).table_valued("value")
-        else:
-            listed = func.json_array_elements_text(d.instrument_ids).table_valued("value")
+    def _covering(self, ids: Sequence[str]) -> dict[str, list[Row]]:
+        """Declarations per instrument id: one query through the instrument index."""
+        link = declaration_instruments.c
         q = (
-            select(declarations, listed.c.value.label("covered_id"))
-            .select_from(declarations.join(listed, true()))
-            .where(d.certificate_id.in_(set(cert_ids)), listed.c.value.in_(ids))
-            .order_by(d.declared_on, d.leaf_index)
+            select(declarations, link.instrument_id.label("covered_id"))
+            .select_from(
+                declaration_instruments.join(declarations, declarations.c.id == link.declaration_id)
+            )
+            .where(link.instrument_id.in_(ids))
+            .order_by(declarations.c.declared_on, declarations.c.leaf_index)
         )
         return _grouped(self._conn.execute(q), "covered_id")
 
@@ -185,7 +184,7 @@ class ViewLoader:
             )
         covering: dict[str, list[Row]] = {}
         if "declarations" in parts:
-            covering = self._covering(ids, {r.certificate_id for r in rows})
+            covering = self._covering(ids)
         self._load_parties(
             [
                 *(p for r in rows for p in (r.manufacturer_id, r.operator_id)),
