@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import httpx
 import pytest
 from basyx.aas.adapter.json import AASToJsonEncoder, StrictAASFromJsonDecoder, read_aas_json_file
 
-from tests.e2e._cli import cli_command, cli_env, free_port, run_cli
+from tests.e2e._cli import cli_command, cli_env, free_port, run_cli, wait_healthy
 
 from .conftest import AAS, b64
 
@@ -63,20 +62,6 @@ class Served:
     token: str
 
 
-def _wait(proc: subprocess.Popen[bytes], url: str, log: Path) -> bool:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=2, trust_env=False).status_code == 200:
-                return True
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"metrocloud serve did not come up:\n{log.read_text(errors='replace')[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("aas-e2e")
@@ -95,7 +80,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 stderr=subprocess.STDOUT,
             )
         url = f"http://127.0.0.1:{port}"
-        if _wait(proc, url, log):
+        if wait_healthy(proc, url, log):
             break
     else:
         pytest.fail(f"metrocloud serve exited at start:\n{log.read_text(errors='replace')}")

@@ -6,9 +6,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-__all__ = ["cli_command", "cli_env", "free_port", "run_cli"]
+import httpx
+import pytest
+
+__all__ = ["cli_command", "cli_env", "free_port", "run_cli", "wait_healthy"]
 
 #: variables that would make a child process open another node than the one under test
 _NODE_SELECTORS = (
@@ -62,3 +66,23 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], base_url: str, log: Path) -> bool:
+    """Poll ``/api/v1/health``: True once it answers, False if the process exited (a port
+    clash); fails the test after 60 s with the tail of the server's log."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            answer = httpx.get(f"{base_url}/api/v1/health", timeout=2, trust_env=False)
+            if answer.status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass  # not listening yet
+        time.sleep(0.1)
+    pytest.fail(
+        f"metrocloud serve did not answer {base_url}/api/v1/health within 60 s:\n"
+        f"{log.read_text(errors='replace')[-4000:]}"
+    )

@@ -20,7 +20,6 @@ import base64
 import hashlib
 import json
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,7 +40,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from tests._pg import PG_URL, fresh_schema
 
-from ._cli import cli_command, cli_env, free_port, run_cli
+from ._cli import cli_command, cli_env, free_port, run_cli, wait_healthy
 
 API = "/api/v1"
 TREE_HEAD_DOMAIN = b"metrocloud-tree-head-v1\x00"
@@ -389,24 +388,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=20)
 
 
-def _healthy(proc: subprocess.Popen[bytes], base_url: str, log: Path) -> bool:
-    """Poll /health: True once it answers, False if the process exited (port taken)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            if httpx.get(f"{base_url}{API}/health", timeout=2, trust_env=False).status_code == 200:
-                return True
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(
-        f"metrocloud serve did not answer {base_url}{API}/health within 60 s:\n"
-        f"{log.read_text(errors='replace')[-4000:]}"
-    )
-
-
 @contextmanager
 def running_node(data_dir: Path, db: str | None, schema: str | None) -> Iterator[RunningNode]:
     init = run_cli("init", data_dir=data_dir, db=db, schema=schema)
@@ -432,7 +413,7 @@ def running_node(data_dir: Path, db: str | None, schema: str | None) -> Iterator
                     stderr=subprocess.STDOUT,
                 )
             base_url = f"http://127.0.0.1:{port}"
-            if _healthy(proc, base_url, log):
+            if wait_healthy(proc, base_url, log):
                 break
             proc = None  # exited: most likely another process took the port; retry
         else:
