@@ -120,12 +120,36 @@ def _credentials_file(data_dir: Path, creds: dict[str, Any]) -> Path:
     return path
 
 
-def _serve(node: Any, host: str, port: int) -> None:
+def _serve(node: Any, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from metrocloud.api.app import create_app
 
-    uvicorn.run(create_app(node), host=host, port=port, log_level="info", access_log=False)
+    if workers == 1:
+        uvicorn.run(create_app(node), host=host, port=port, log_level="info", access_log=False)
+        return
+    # worker processes open the node themselves, from the environment
+    s = node.settings
+    os.environ.update(
+        {
+            "METROCLOUD_DATA_DIR": str(s.data_dir),
+            "METROCLOUD_COUNTRY": s.country,
+            "METROCLOUD_HOST": host,
+            "METROCLOUD_PORT": str(port),
+        }
+    )
+    if s.db:
+        os.environ["METROCLOUD_DB"] = s.db
+    node.db.dispose()
+    uvicorn.run(
+        "metrocloud.api.asgi:app_from_environment",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+    )
 
 
 @app.command()
@@ -169,16 +193,19 @@ def serve(
     host: Host = "127.0.0.1",
     port: Port = 8000,
     country: Country = "DE",
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (one per core); 1 serves in this process.", min=1)
+    ] = 1,
 ) -> None:
-    """Run the node's API (REST under /api/v1, OpenAPI at /api/v1/docs)."""
+    """Run the node's API (REST under /api/v1, AAS under /aas/api/v3.0, docs at /api/v1/docs)."""
     from metrocloud.services.node import Node
 
     with _errors():
         node = Node.open(
             _settings(data_dir, db, country=country, host=host, port=port), create=False
         )
-    err.print(f"serving node {node.node_id} on http://{host}:{port}/api/v1")
-    _serve(node, host, port)
+    err.print(f"serving node {node.node_id} on http://{host}:{port}/api/v1 ({workers} worker(s))")
+    _serve(node, host, port, workers)
 
 
 @app.command()

@@ -35,6 +35,9 @@ def sqlite_url(data_dir: Path) -> str:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's own implicit BEGIN is switched off: _sqlite_begin emits it, so that write
+    # transactions can say BEGIN IMMEDIATE (SQLAlchemy's documented pysqlite recipe)
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -43,6 +46,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA cache_size=-131072")  # 128 MiB per connection
     cur.execute("PRAGMA temp_store=MEMORY")
     cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """BEGIN IMMEDIATE for write transactions, plain (deferred) BEGIN for reads.
+
+    A write transaction takes SQLite's write lock before it reads, so two processes (worker
+    processes of one node) queue on ``busy_timeout`` instead of one failing with
+    "database is locked" when a deferred reader tries to become a writer.
+    """
+    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 class Database:
@@ -70,6 +84,7 @@ class Database:
         self.engine: Engine = create_engine(parsed, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
         self._write_lock = threading.RLock() if self.dialect == "sqlite" else None
 
     @property
@@ -84,8 +99,10 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """A write transaction: commits on success, rolls back on any exception."""
         if self._write_lock is not None:
-            with self._write_lock, self.engine.begin() as conn:
-                yield conn
+            with self._write_lock, self.engine.connect() as conn:
+                conn.execution_options(sqlite_begin="IMMEDIATE")
+                with conn.begin():
+                    yield conn
         else:
             with self.engine.begin() as conn:
                 yield conn
