@@ -43,12 +43,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def peak_rss_mib(pid: int) -> float:
-    """VmHWM of a live process: its peak resident set so far."""
+def _vmhwm_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident set (VmHWM) of a live process plus its worker processes, summed."""
+    import psutil
+
+    total = _vmhwm_mib(pid)
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            total += _vmhwm_mib(child.pid)
+        except FileNotFoundError:  # a child that just exited
+            continue
+    return total
 
 
 def wait_http(url: str, proc: subprocess.Popen[Any], what: str, timeout_s: float) -> None:
@@ -69,8 +81,9 @@ def wait_http(url: str, proc: subprocess.Popen[Any], what: str, timeout_s: float
 class Node:
     """``metrocloud init`` once, then ``metrocloud serve`` started and stopped at will."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, workers: int = 1) -> None:
         self.data_dir = data_dir
+        self.workers = workers
         self.env = {**os.environ, "METROCLOUD_DATA_DIR": str(data_dir)}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -111,6 +124,8 @@ class Node:
                 str(self.data_dir),
                 "--port",
                 str(self.port),
+                "--workers",
+                str(self.workers),
             ],
             env=self.env,
             stdout=subprocess.DEVNULL,

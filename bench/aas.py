@@ -295,9 +295,13 @@ def emit_listing(who: str, listing: Listing, expected: int, scale: str) -> None:
         emit("aas_full_listing_missing", missing, "shells", 0, "lower", scale)
 
 
+#: worker processes of our node (``--workers``); its RSS is summed over them
+SERVE_WORKERS = 1
+
+
 def node_with(tmp: Path, n: int, export: Path | None) -> tuple[Node, str]:
     """A node seeded with ``n`` instruments and served by a fresh process; the authority."""
-    node = Node(tmp / f"node-{n}")
+    node = Node(tmp / f"node-{n}", workers=SERVE_WORKERS)
     node.start()
     began = time.perf_counter()
     every = max(1, n // 10)
@@ -446,7 +450,12 @@ def main() -> None:
         action="store_true",
         help="BaSyx alone on a generated environment (no node): checks the harness",
     )
+    ap.add_argument(
+        "--workers", type=int, default=1, help="worker processes of our node (one per core)"
+    )
     args = ap.parse_args()
+    global SERVE_WORKERS  # noqa: PLW0603 - one setting for the whole run
+    SERVE_WORKERS = args.workers
     rng = random.Random(3)
     with CpuWatch(None) as watch:
         time.sleep(2)
