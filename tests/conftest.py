@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from metrocloud.api.app import create_app
 from metrocloud.domain.categories import InstrumentCategory
@@ -23,6 +25,13 @@ from metrocloud.services.settings import Settings
 from metrocloud.trust.keys import KeyAlgorithm, PrivateKey
 
 from ._pg import PG_URL, fresh_schema
+
+# Property tests assert behaviour, never speed: no per-example deadline and no "too slow"
+# health check, which a loaded 2-core CI machine would otherwise trip at random.
+hypothesis_settings.register_profile(
+    "metrocloud", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("metrocloud")
 
 
 @dataclass(frozen=True)
