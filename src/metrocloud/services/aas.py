@@ -30,7 +30,7 @@ from typing import Any
 from aas_core3 import types as aas
 from sqlalchemy import ColumnElement, Connection, Select, func, select
 
-from metrocloud.domain.errors import Forbidden, InvalidInput, NotFound
+from metrocloud.domain.errors import InvalidInput, NotFound
 from metrocloud.domain.parties import PartyRole
 from metrocloud.services.common import (
     Actor,
@@ -43,9 +43,9 @@ from metrocloud.services.common import (
 from metrocloud.services.instruments import instrument_row
 from metrocloud.services.node import Node
 from metrocloud.services.visibility import (
-    GRANT_RULE,
     check_can_read,
     granted_ids,
+    refuse_node_admin,
     visible_filter,
 )
 from metrocloud.store.schema import certificates, instruments
@@ -100,11 +100,6 @@ class AssetLink:
 def public_submodel(record_id: str, name: str) -> bool:
     """Whether every party (the node admin: for types only) may read this submodel."""
     return record_id.startswith(_TYPE) or name in PUBLIC_SUBMODELS
-
-
-def _refuse_admin(actor: Actor) -> None:
-    if actor.role is PartyRole.NODE_ADMIN:
-        raise Forbidden("the node admin reads no instrument data", rule=GRANT_RULE)
 
 
 def _owners(row: Any) -> tuple[str, tuple[str | None, ...]]:
@@ -425,7 +420,7 @@ def _readable_shell_row(node: Node, actor: Actor, record_id: str, action: str) -
             return _type_row(conn, record_id)
     with node.db.read() as conn:
         row = instrument_row(conn, record_id)
-        _refuse_admin(actor)
+        refuse_node_admin(actor)
         by_grant = check_can_read(conn, actor, row)
     _log(node, actor, action, [row], {row.id} if by_grant else set())
     return row
@@ -572,7 +567,7 @@ def get_submodel(
         return type_submodel(type_view, name)
     with node.db.read() as conn:
         row = instrument_row(conn, record_id)
-        _refuse_admin(actor)
+        refuse_node_admin(actor)
         by_grant = False
         if not public_submodel(record_id, name):
             by_grant = check_can_read(conn, actor, row)

@@ -25,7 +25,12 @@ from metrocloud.services.common import (
     require_role,
 )
 from metrocloud.services.node import Node
-from metrocloud.services.visibility import check_can_read, granted_ids, visible_filter
+from metrocloud.services.visibility import (
+    check_can_read,
+    granted_ids,
+    refuse_node_admin,
+    visible_filter,
+)
 from metrocloud.store.ids import new_ids
 from metrocloud.store.schema import certificates, device_keys, instruments
 from metrocloud.trust.keys import describe_public_key
@@ -237,11 +242,7 @@ def search_instruments(
     cursor: str | None = None,
 ) -> Page[dict[str, Any]]:
     keyset = Keyset(instruments.c.id)
-    if actor.role is PartyRole.NODE_ADMIN:
-        raise Forbidden(
-            "the node admin reads no instrument data",
-            rule="ARCHITECTURE.md decision 4 (data sovereignty)",
-        )
+    refuse_node_admin(actor)
     i = instruments.c
     with node.db.write() as conn:
         q = keyset.apply(select(instruments).where(visible_filter(conn, actor)), limit, cursor)

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from metrocloud.store.database import sqlite_url
+
 __all__ = ["Settings"]
 
 
@@ -37,7 +39,7 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         if self.db:
             return self.db
-        return f"sqlite:///{(self.data_dir / 'registry.sqlite3').resolve()}"
+        return sqlite_url(self.data_dir)
 
     def base_url(self) -> str:
         return self.public_base_url or f"http://{self.host}:{self.port}"

@@ -21,7 +21,7 @@ from metrocloud.domain.parties import PartyRole
 from metrocloud.services.common import Actor
 from metrocloud.store.schema import certificates, grants, instruments
 
-__all__ = ["GRANT_RULE", "check_can_read", "granted_ids", "visible_filter"]
+__all__ = ["GRANT_RULE", "check_can_read", "granted_ids", "refuse_node_admin", "visible_filter"]
 
 GRANT_RULE = "ARCHITECTURE.md decision 4 (data sovereignty)"
 
@@ -78,6 +78,12 @@ def granted_ids(conn: Connection, actor: Actor, rows: list[Any]) -> set[str]:
         if not direct and (r.id in single or r.manufacturer_id in whole or r.operator_id in whole):
             out.add(r.id)
     return out
+
+
+def refuse_node_admin(actor: Actor) -> None:
+    """The node admin runs the platform and reads no instrument data."""
+    if actor.role is PartyRole.NODE_ADMIN:
+        raise Forbidden("the node admin reads no instrument data", rule=GRANT_RULE)
 
 
 def check_can_read(conn: Connection, actor: Actor, row: Any) -> bool:

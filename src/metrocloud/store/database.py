@@ -15,7 +15,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -125,9 +125,6 @@ class Database:
                 command.upgrade(cfg, "head")
         except OperationalError as exc:
             raise StorageUnavailable(f"cannot open database {self.describe()}: {exc.orig}") from exc
-
-    def table_names(self) -> list[str]:
-        return inspect(self.engine).get_table_names()
 
     def dispose(self) -> None:
         self.engine.dispose()
