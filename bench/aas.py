@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _aas_basyx import BASYX_PREFIX, BasyxServer, ensure_venv
@@ -119,7 +120,7 @@ def list_ours(url: str, auth: str, progress_every: int = 1000) -> Listing:
         while True:
             r = http.get(f"{AAS_PREFIX}/shells?{query}")
             r.raise_for_status()
-            body = r.json()
+            body = orjson.loads(r.content)
             listing.pages += 1
             if len(body["result"]) == PAGE:
                 listing.last_page_query = query
@@ -144,7 +145,7 @@ def list_basyx(url: str, progress_every: int = 100) -> Listing:
             query = f"limit={PAGE}&cursor={first}"
             r = http.get(f"{BASYX_PREFIX}/shells?{query}")
             r.raise_for_status()
-            result = r.json()["result"]
+            result = orjson.loads(r.content)["result"]
             listing.pages += 1
             if len(result) == PAGE:
                 listing.last_page_query = query

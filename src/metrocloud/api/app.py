@@ -10,6 +10,7 @@ from pydantic.json_schema import models_json_schema
 
 from metrocloud import __version__
 from metrocloud.api import aas
+from metrocloud.api.aas._fast import AasFastLane
 from metrocloud.api.deps import BODY_MODELS
 from metrocloud.api.problems import install_problem_handlers
 from metrocloud.api.routes import certificates, instruments, parties, public
@@ -37,7 +38,9 @@ _ERRORS = {
 }
 
 
-def create_app(node: Node) -> FastAPI:
+def create_app(node: Node, *, fast_lane: bool = True) -> FastAPI:
+    """The node's application; ``fast_lane=False`` sends every request through the framework
+    (tests compare the two: :mod:`metrocloud.api.aas._fast`)."""
     app = FastAPI(
         title="metrocloud node API",
         version=__version__,
@@ -52,6 +55,8 @@ def create_app(node: Node) -> FastAPI:
         app.include_router(r, prefix=API_PREFIX)
     app.include_router(aas.router, prefix=aas.AAS_PREFIX)
     aas.install_error_format(app, aas.AAS_PREFIX)  # AAS Part 2 Result bodies there
+    if fast_lane:
+        app.add_middleware(AasFastLane, node=node)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -25,7 +25,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aas_core3 import types as aas
 from sqlalchemy import ColumnElement, Connection, Select, func, select
@@ -35,10 +35,10 @@ from metrocloud.domain.parties import PartyRole
 from metrocloud.services.common import (
     Actor,
     Page,
+    access_rows,
     check_limit,
     decode_cursor,
     encode_cursor,
-    log_reads,
 )
 from metrocloud.services.instruments import instrument_row
 from metrocloud.services.node import Node
@@ -69,6 +69,7 @@ from metrocloud.twin.ids import ASSET_PREFIX
 __all__ = [
     "MAX_EXPORT",
     "AssetLink",
+    "Prepared",
     "export",
     "get_shell",
     "get_shell_json",
@@ -77,9 +78,12 @@ __all__ = [
     "list_shells_json",
     "list_submodels",
     "lookup_shell_ids",
+    "prepare_shell_json",
+    "prepare_shell_list",
     "public_submodel",
 ]
 
+T = TypeVar("T")
 #: most shells plus submodels in one /serialization
 MAX_EXPORT = 100
 _TYPE, _INSTRUMENT = "cer", "ins"
@@ -97,6 +101,24 @@ class AssetLink:
     value: str
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared(Generic[T]):
+    """A read that is decided and rendered, but not returned until its access-log rows are
+    committed (ARCHITECTURE.md decision 4): :meth:`run` from a thread, :meth:`run_async`
+    from the event loop; both share transactions with concurrent reads (group commit)."""
+
+    value: T
+    log_rows: list[tuple[Any, ...]]
+
+    def run(self, node: Node) -> T:
+        node.access_log.append(self.log_rows)
+        return self.value
+
+    async def run_async(self, node: Node) -> T:
+        await node.access_log.append_async(self.log_rows)
+        return self.value
+
+
 def public_submodel(record_id: str, name: str) -> bool:
     """Whether every party (the node admin: for types only) may read this submodel."""
     return record_id.startswith(_TYPE) or name in PUBLIC_SUBMODELS
@@ -106,20 +128,26 @@ def _owners(row: Any) -> tuple[str, tuple[str | None, ...]]:
     return row.id, (row.manufacturer_id, row.operator_id)
 
 
-def _log(node: Node, actor: Actor, action: str, rows: Sequence[Any], via_grant: set[str]) -> None:
-    """Access-log the instrument ``rows`` read, in a short transaction of its own."""
+def _access_rows(
+    node: Node, actor: Actor, action: str, rows: Sequence[Any], via_grant: set[str]
+) -> list[tuple[Any, ...]]:
+    """The access-log rows for reading the instrument ``rows`` (none for owner reads)."""
     if not any(actor.party_id not in (r.manufacturer_id, r.operator_id) for r in rows):
-        return
-    with node.db.write() as conn:
-        log_reads(
-            conn,
-            actor,
-            node.timestamp(),
-            action,
-            "instrument",
-            [_owners(r) for r in rows],
-            via_grant=via_grant,
-        )
+        return []
+    return access_rows(
+        actor,
+        node.timestamp(),
+        action,
+        "instrument",
+        [_owners(r) for r in rows],
+        via_grant=via_grant,
+    )
+
+
+def _log(node: Node, actor: Actor, action: str, rows: Sequence[Any], via_grant: set[str]) -> None:
+    """Access-log the instrument ``rows`` read; returns once the rows are committed (in a
+    transaction shared with concurrent reads: :class:`~metrocloud.store.groupcommit`)."""
+    node.access_log.append(_access_rows(node, actor, action, rows, via_grant))
 
 
 # -- filters -------------------------------------------------------------------------------
@@ -328,7 +356,22 @@ def list_shells_json(
     cursor: str | None = None,
 ) -> Page[bytes]:
     """:func:`list_shells` rendered as JSON (memoized per shell: the hot path of listings)."""
-    types, found, nxt = _readable_shell_rows(
+    return prepare_shell_list(
+        node, actor, id_short=id_short, asset_links=asset_links, limit=limit, cursor=cursor
+    ).run(node)
+
+
+def prepare_shell_list(
+    node: Node,
+    actor: Actor,
+    *,
+    id_short: str | None = None,
+    asset_links: Sequence[AssetLink] = (),
+    limit: int = 100,
+    cursor: str | None = None,
+) -> Prepared[Page[bytes]]:
+    """The page of :func:`list_shells_json`, read and checked, with its access-log rows."""
+    types, found, nxt, by_grant = _shell_rows_checked(
         node,
         actor,
         id_short=id_short,
@@ -337,11 +380,11 @@ def list_shells_json(
         asset_type=None,
         limit=limit,
         cursor=cursor,
-        action="aas.shells.list",
     )
-    return Page(
+    page = Page(
         [type_shell_json(r) for r in types] + [instrument_shell_json(r) for r in found], nxt
     )
+    return Prepared(page, _access_rows(node, actor, "aas.shells.list", found, by_grant))
 
 
 def _readable_shell_rows(
@@ -356,6 +399,32 @@ def _readable_shell_rows(
     cursor: str | None,
     action: str,
 ) -> tuple[list[Any], list[Any], str | None]:
+    types, found, nxt, by_grant = _shell_rows_checked(
+        node,
+        actor,
+        id_short=id_short,
+        asset_links=asset_links,
+        asset_kind=asset_kind,
+        asset_type=asset_type,
+        limit=limit,
+        cursor=cursor,
+    )
+    _log(node, actor, action, found, by_grant)
+    return types, found, nxt
+
+
+def _shell_rows_checked(
+    node: Node,
+    actor: Actor,
+    *,
+    id_short: str | None,
+    asset_links: Sequence[AssetLink],
+    asset_kind: str | None,
+    asset_type: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Any], list[Any], str | None, set[str]]:
+    """One page of type rows, readable instrument rows, the next cursor, the ids by grant."""
     with node.db.read() as conn:
         types, found, nxt = _shell_rows(
             conn,
@@ -367,9 +436,7 @@ def _readable_shell_rows(
             asset_kind=asset_kind,
             asset_type=asset_type,
         )
-        by_grant = granted_ids(conn, actor, found)
-    _log(node, actor, action, found, by_grant)
-    return types, found, nxt
+        return types, found, nxt, granted_ids(conn, actor, found)
 
 
 def lookup_shell_ids(
@@ -410,20 +477,35 @@ def get_shell(
 
 def get_shell_json(node: Node, actor: Actor, record_id: str) -> bytes:
     """:func:`get_shell` rendered as JSON (memoized per shell)."""
-    row = _readable_shell_row(node, actor, record_id, "aas.shell.read")
-    return type_shell_json(row) if record_id.startswith(_TYPE) else instrument_shell_json(row)
+    return prepare_shell_json(node, actor, record_id).run(node)
+
+
+def prepare_shell_json(node: Node, actor: Actor, record_id: str) -> Prepared[bytes]:
+    """:func:`get_shell_json`, read and checked, with its access-log rows still to write."""
+    row, log_rows = _shell_row_checked(node, actor, record_id, "aas.shell.read")
+    body = type_shell_json(row) if record_id.startswith(_TYPE) else instrument_shell_json(row)
+    return Prepared(body, log_rows)
 
 
 def _readable_shell_row(node: Node, actor: Actor, record_id: str, action: str) -> Any:
+    row, log_rows = _shell_row_checked(node, actor, record_id, action)
+    node.access_log.append(log_rows)
+    return row
+
+
+def _shell_row_checked(
+    node: Node, actor: Actor, record_id: str, action: str
+) -> tuple[Any, list[tuple[Any, ...]]]:
+    """The shell's row if ``actor`` may read it (else NotFound / Forbidden), and the
+    access-log rows the read needs."""
     if record_id.startswith(_TYPE):
         with node.db.read() as conn:
-            return _type_row(conn, record_id)
+            return _type_row(conn, record_id), []
     with node.db.read() as conn:
         row = instrument_row(conn, record_id)
         refuse_node_admin(actor)
         by_grant = check_can_read(conn, actor, row)
-    _log(node, actor, action, [row], {row.id} if by_grant else set())
-    return row
+    return row, _access_rows(node, actor, action, [row], {row.id} if by_grant else set())
 
 
 # -- submodels -----------------------------------------------------------------------------

@@ -16,10 +16,12 @@ from metrocloud.store.bulk import insert_rows
 from metrocloud.store.schema import access_log
 
 __all__ = [
+    "ACCESS_COLUMNS",
     "MAX_LIMIT",
     "Actor",
     "Keyset",
     "Page",
+    "access_rows",
     "article",
     "check_limit",
     "decode_cursor",
@@ -133,7 +135,7 @@ def check_limit(limit: int) -> int:
     return limit
 
 
-_ACCESS_COLUMNS = (
+ACCESS_COLUMNS = (
     "at",
     "owner_id",
     "reader_id",
@@ -145,8 +147,7 @@ _ACCESS_COLUMNS = (
 )
 
 
-def log_reads(
-    conn: Connection,
+def access_rows(
     actor: Actor,
     at: str,
     action: str,
@@ -154,13 +155,13 @@ def log_reads(
     records: Iterable[tuple[str, Iterable[str | None]]],
     *,
     via_grant: Iterable[str] = (),
-) -> int:
-    """Record that ``actor`` read each record; one row per owner other than the actor.
+) -> list[tuple[Any, ...]]:
+    """The access-log rows for ``actor`` reading each record: one per owner but the actor.
 
-    ``records`` yields ``(resource_id, owners)``. Returns the number of rows written.
+    ``records`` yields ``(resource_id, owners)``; the columns are :data:`ACCESS_COLUMNS`.
     """
     granted = set(via_grant)
-    rows = [
+    return [
         (
             at,
             owner,
@@ -175,5 +176,20 @@ def log_reads(
         for owner in dict.fromkeys(o for o in owners if o)
         if owner != actor.party_id
     ]
-    insert_rows(conn, access_log, _ACCESS_COLUMNS, rows)  # one driver-level executemany
+
+
+def log_reads(
+    conn: Connection,
+    actor: Actor,
+    at: str,
+    action: str,
+    resource_type: str,
+    records: Iterable[tuple[str, Iterable[str | None]]],
+    *,
+    via_grant: Iterable[str] = (),
+) -> int:
+    """Record in ``conn``'s transaction that ``actor`` read each record (see
+    :func:`access_rows`). Returns the number of rows written."""
+    rows = access_rows(actor, at, action, resource_type, records, via_grant=via_grant)
+    insert_rows(conn, access_log, ACCESS_COLUMNS, rows)  # one driver-level executemany
     return len(rows)

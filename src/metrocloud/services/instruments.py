@@ -32,6 +32,7 @@ from metrocloud.services.visibility import (
     visible_filter,
 )
 from metrocloud.store.ids import new_ids
+from metrocloud.store.point import get_row
 from metrocloud.store.schema import certificates, device_keys, instruments
 from metrocloud.trust.keys import describe_public_key
 
@@ -200,7 +201,8 @@ def register_instruments(
 
 
 def instrument_row(conn: Connection, instrument_id: str) -> Any:
-    row = conn.execute(select(instruments).where(instruments.c.id == instrument_id)).first()
+    """The instrument's row (a point read on the driver: :mod:`metrocloud.store.point`)."""
+    row = get_row(conn, instruments, instrument_id)
     if row is None:
         raise NotFound(f"instrument {instrument_id} does not exist")
     return row

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
@@ -19,10 +20,12 @@ from sqlalchemy import Connection, insert, select
 from metrocloud.domain.errors import InvalidInput, MetrocloudError
 from metrocloud.domain.parties import validate_country
 from metrocloud.ledger import TransparencyLog
+from metrocloud.services.common import ACCESS_COLUMNS
 from metrocloud.services.settings import Settings
 from metrocloud.store.database import Database
+from metrocloud.store.groupcommit import GroupCommitter
 from metrocloud.store.projection import project
-from metrocloud.store.schema import node_meta
+from metrocloud.store.schema import access_log, node_meta
 from metrocloud.trust.keys import KeyStore, PrivateKey
 from metrocloud.trust.statements import SignedStatement, Statement, sign_statement, utc_timestamp
 
@@ -91,6 +94,17 @@ class Node:
                 )
         log = TransparencyLog(log_id=node_id, signer=key, verifier=key.public_key)
         return cls(settings=settings, db=db, key=key, node_id=node_id, country=country, log=log)
+
+    @cached_property
+    def access_log(self) -> GroupCommitter:
+        """Access-log rows written in transactions shared by concurrent reads (group commit)."""
+        return GroupCommitter(self.db, access_log, ACCESS_COLUMNS)
+
+    def close(self) -> None:
+        """Write what is queued for the access log, then release the database."""
+        if "access_log" in self.__dict__:
+            self.access_log.close()
+        self.db.dispose()
 
     def now(self) -> datetime:
         return self.clock()

@@ -35,6 +35,7 @@ __all__ = [
     "jsonable",
     "metadata",
     "model_reference",
+    "paged_body",
     "paged_response",
     "paths",
     "shape",
@@ -100,10 +101,14 @@ def _dumps(content: Any) -> bytes:
 
 def paged_response(items: Sequence[bytes] | Sequence[Any], cursor: str | None) -> Response:
     """``{"paging_metadata": {"cursor"?}, "result": [...]}``; items as JSON bytes or values."""
+    return json_response(paged_body(items, cursor))
+
+
+def paged_body(items: Sequence[bytes] | Sequence[Any], cursor: str | None) -> bytes:
+    """The body of :func:`paged_response`."""
     meta = _dumps({"cursor": cursor} if cursor else {})
     parts = [i if isinstance(i, bytes) else _dumps(i) for i in items]
-    body = b'{"paging_metadata":' + meta + b',"result":[' + b",".join(parts) + b"]}"
-    return json_response(body)
+    return b'{"paging_metadata":' + meta + b',"result":[' + b",".join(parts) + b"]}"
 
 
 def model_reference(*keys: tuple[str, str]) -> dict[str, Any]:

@@ -1,0 +1,162 @@
+"""Group commit: rows appended by many concurrent readers, written in shared transactions.
+
+Every read of another party's record must be in the owner's access log *before* the data is
+returned (ARCHITECTURE.md decision 4). One write transaction per read would make the access
+log the cost of every read; instead each caller hands its rows to a :class:`GroupCommitter`
+and waits until they are committed. One writer thread takes everything that queued up while
+the previous transaction ran and writes it in one transaction (one driver-level
+``executemany``), then wakes all of those callers. Under load a transaction carries the rows
+of many requests; an idle node still commits each request's rows at once.
+
+Every caller waits for its own commit, so the writer thread holds nothing acknowledged when
+the process ends. Callers wait in either world: :meth:`GroupCommitter.append` blocks a thread,
+:meth:`GroupCommitter.append_async` awaits on the event loop without blocking it. A failed
+transaction fails every caller whose rows it carried, so no caller returns data whose read
+was not logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table
+
+from metrocloud.store.bulk import insert_rows
+from metrocloud.store.database import Database
+
+__all__ = ["GroupCommitter"]
+
+Rows = Sequence[tuple[Any, ...]]
+
+
+class _Waiter:
+    """One caller's rows and how to tell it the outcome."""
+
+    __slots__ = ("error", "event", "future", "loop", "rows")
+
+    def __init__(
+        self,
+        rows: Rows,
+        loop: asyncio.AbstractEventLoop | None = None,
+        future: asyncio.Future[None] | None = None,
+    ) -> None:
+        self.rows = rows
+        self.loop = loop
+        self.future = future
+        self.event = threading.Event() if future is None else None
+        self.error: BaseException | None = None
+
+    def done(self, error: BaseException | None) -> None:
+        if self.future is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(_resolve, self.future, error)
+        else:
+            self.error = error
+            assert self.event is not None
+            self.event.set()
+
+
+def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.cancelled():  # the request went away; its rows were still written (or not)
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+class GroupCommitter:
+    """Appends rows to ``table`` in transactions shared by all callers waiting at once."""
+
+    def __init__(
+        self, db: Database, table: Table, columns: Sequence[str], *, max_rows: int = 20_000
+    ) -> None:
+        unknown = [c for c in columns if c not in table.c]
+        if unknown:
+            raise KeyError(f"table {table.name} has no column(s) {unknown}")
+        self._db = db
+        self._table = table
+        self._columns = tuple(columns)
+        self._max_rows = max_rows
+        self._pending: deque[_Waiter] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        #: transactions and rows written (for tests and /metrics)
+        self.transactions = 0
+        self.rows_written = 0
+
+    # -- callers ---------------------------------------------------------------------------
+
+    def append(self, rows: Rows) -> None:
+        """Return once ``rows`` are committed; raise what the transaction raised."""
+        if not rows:
+            return
+        waiter = _Waiter(rows)
+        self._enqueue(waiter)
+        assert waiter.event is not None
+        waiter.event.wait()
+        if waiter.error is not None:
+            raise waiter.error
+
+    async def append_async(self, rows: Rows) -> None:
+        """:meth:`append` for the event loop: awaits the commit without blocking the loop."""
+        if not rows:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._enqueue(_Waiter(rows, loop, future))
+        await future
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread (a later append restarts it)."""
+        with self._cond:
+            thread, self._closed = self._thread, True
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join()
+        with self._cond:
+            self._closed, self._thread = False, None
+
+    # -- the writer ------------------------------------------------------------------------
+
+    def _enqueue(self, waiter: _Waiter) -> None:
+        with self._cond:
+            self._pending.append(waiter)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name=f"group-commit-{self._table.name}", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _take(self) -> list[_Waiter] | None:
+        with self._cond:
+            while not self._pending:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            taken = [self._pending.popleft()]
+            count = len(taken[0].rows)
+            while self._pending and count + len(self._pending[0].rows) <= self._max_rows:
+                waiter = self._pending.popleft()
+                taken.append(waiter)
+                count += len(waiter.rows)
+            return taken
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            error: BaseException | None = None
+            try:
+                rows = [row for waiter in batch for row in waiter.rows]
+                with self._db.write() as conn:
+                    insert_rows(conn, self._table, self._columns, rows)
+                self.transactions += 1
+                self.rows_written += len(rows)
+            except BaseException as exc:  # every caller of this transaction learns of it
+                error = exc
+            for waiter in batch:
+                waiter.done(error)
