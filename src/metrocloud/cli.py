@@ -32,6 +32,11 @@ aas_app = typer.Typer(
     no_args_is_help=True, help="Administrative shells (AAS v3.0) of instruments and types."
 )
 app.add_typer(aas_app, name="aas")
+ocmf_app = typer.Typer(
+    no_args_is_help=True,
+    help="Signed meter readings of EV charging points (OCMF, S.A.F.E. e.V.).",
+)
+app.add_typer(ocmf_app, name="ocmf")
 
 out = Console()
 err = Console(stderr=True)
@@ -126,7 +131,10 @@ def _serve(node: Any, host: str, port: int, workers: int = 1) -> None:
     from metrocloud.api.app import create_app
 
     if workers == 1:
-        uvicorn.run(create_app(node), host=host, port=port, log_level="info", access_log=False)
+        try:
+            uvicorn.run(create_app(node), host=host, port=port, log_level="info", access_log=False)
+        finally:
+            node.close()
         return
     # worker processes open the node themselves, from the environment
     s = node.settings
@@ -140,7 +148,7 @@ def _serve(node: Any, host: str, port: int, workers: int = 1) -> None:
     )
     if s.db:
         os.environ["METROCLOUD_DB"] = s.db
-    node.db.dispose()
+    node.close()
     uvicorn.run(
         "metrocloud.api.asgi:app_from_environment",
         factory=True,
@@ -365,6 +373,69 @@ def aas_export(
         f"exported {report.shells} shells, {report.submodels} submodels and "
         f"{report.concept_descriptions} concept descriptions to {output} ({fmt}{parts})"
     )
+
+
+@ocmf_app.command("verify")
+def ocmf_verify(
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Transparenzsoftware XML containers or files holding one OCMF record."),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per value, one per line.")
+    ] = False,
+    key: Annotated[
+        str | None,
+        typer.Option("--key", help="Public key (DER, hex or base64) for values that carry none."),
+    ] = None,
+) -> None:
+    """Verify OCMF signed meter values: one verdict (valid, invalid, error) per value.
+
+    Exit 0 when every value is valid, 1 when any is not, 2 when a file cannot be read
+    (one line on stderr each; the other files are still reported).
+    """
+    from rich.markup import escape
+
+    from metrocloud.formats.ocmf import verify_file
+
+    records: list[Any] = []
+    unreadable = 0
+    for path in files:
+        try:
+            found = verify_file(path, key)
+        except MetrocloudError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            unreadable += 1
+            continue
+        records += found
+        for record in found if as_json else ():
+            typer.echo(json.dumps(record.to_dict(), ensure_ascii=False))
+    if records and not as_json:
+        out.print(_ocmf_table(records))
+    if unreadable:
+        raise typer.Exit(2)
+    if any(r.verdict != "valid" for r in records):
+        raise typer.Exit(1)
+
+
+def _ocmf_table(records: list[Any]) -> Table:
+    from rich.text import Text
+
+    colour = {"valid": "green", "invalid": "red", "error": "yellow"}
+    counts = {v: sum(r.verdict == v for r in records) for v in colour}
+    table = Table(title=", ".join(f"{n} {v}" for v, n in counts.items() if n))
+    for name in ("file", "#", "verdict", "algorithm", "meter", "readings", "reason"):
+        table.add_column(name, overflow="fold")
+    for r in records:
+        readings = ", ".join(
+            " ".join(p for p in (x.transaction, (x.value or "").strip(), x.unit) if p)
+            for x in r.readings
+        )
+        cells = (r.file, str(r.index), r.verdict, r.algorithm, r.meter_serial, readings, r.reason)
+        row = [Text(c or "") for c in cells]
+        row[2].stylize(colour[r.verdict])
+        table.add_row(*row)
+    return table
 
 
 def main() -> None:
