@@ -1,0 +1,174 @@
+"""The query interface of the lake: what a query engine over it must answer.
+
+:class:`LakeEngine` is implemented by :class:`~metrocloud.lake.duckdb_engine.DuckDBEngine`
+(embedded, the default) and later by Apache Spark for fleets beyond one machine. Every method
+returns a ``pyarrow.Table`` of the schema named here, rows in the documented order, so that
+callers and tests do not depend on the engine.
+
+Time bounds are half-open, ``[start, end)``. A ``datetime`` must be timezone-aware; a
+``date`` stands for its midnight UTC. Definitions (docs/lake.md, "Queries"):
+
+- **daily consumption** of a register (instrument, quantity) on day D: ``last_value - base``,
+  where ``base`` is the value of its last reading on D-1 if it has one, else its first
+  reading on D. A day after a day without readings counts only what it measured itself (the
+  missing day is a gap, reported by the anomalies). A regression makes it negative: it is
+  reported as measured, not clipped.
+- **counter anomalies**, per register in time order over the readings in the window:
+  ``regression`` where a value is lower than the previous reading's (registers are
+  cumulative), ``gap`` where more than ``max_gap`` passed since the previous reading. The
+  first reading in the window has no predecessor. A reading can be both (two rows).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Final, Protocol, runtime_checkable
+
+import pyarrow as pa
+
+from metrocloud.domain.errors import InvalidInput
+from metrocloud.lake.schema import READINGS_SCHEMA
+
+__all__ = [
+    "COUNTER_ANOMALIES_SCHEMA",
+    "DAILY_CONSUMPTION_SCHEMA",
+    "FLEET_SUMMARY_SCHEMA",
+    "INSTRUMENT_READINGS_SCHEMA",
+    "Bound",
+    "LakeEngine",
+    "day_bounds",
+    "time_bounds",
+]
+
+Bound = date | datetime | None
+_TS = pa.timestamp("ms", tz="UTC")
+
+#: instrument_readings: the readings schema, instrument as plain string; by (quantity, t)
+INSTRUMENT_READINGS_SCHEMA: Final = pa.schema(
+    [
+        pa.field(f.name, pa.string()) if f.name == "instrument" else f.with_nullable(True)
+        for f in READINGS_SCHEMA
+    ]
+)
+#: daily_consumption: one row per (instrument, quantity, day), in that order
+DAILY_CONSUMPTION_SCHEMA: Final = pa.schema(
+    [
+        ("instrument", pa.string()),
+        ("quantity", pa.string()),
+        ("day", pa.date32()),
+        ("first_value", pa.float64()),
+        ("last_value", pa.float64()),
+        ("consumption", pa.float64()),
+        ("readings", pa.int64()),
+    ]
+)
+#: counter_anomalies: one row per anomaly, by (instrument, quantity, t, kind)
+COUNTER_ANOMALIES_SCHEMA: Final = pa.schema(
+    [
+        ("instrument", pa.string()),
+        ("quantity", pa.string()),
+        ("kind", pa.string()),  # "gap" | "regression"
+        ("t", _TS),
+        ("previous_t", _TS),
+        ("previous_value", pa.float64()),
+        ("value", pa.float64()),
+    ]
+)
+#: fleet_summary: one row per (category, day)
+FLEET_SUMMARY_SCHEMA: Final = pa.schema(
+    [
+        ("category", pa.string()),
+        ("day", pa.date32()),
+        ("instruments", pa.int64()),
+        ("readings", pa.int64()),
+        ("first_t", _TS),
+        ("last_t", _TS),
+    ]
+)
+
+
+@runtime_checkable
+class LakeEngine(Protocol):
+    """A query engine over one snapshot of a lake."""
+
+    @property
+    def version(self) -> int:
+        """The manifest version the engine reads."""
+        ...
+
+    def refresh(self) -> int:
+        """Move to the newest committed version; returns it."""
+        ...
+
+    def instrument_readings(
+        self,
+        instrument: str,
+        quantity: str | None = None,
+        start: Bound = None,
+        end: Bound = None,
+    ) -> pa.Table:
+        """The readings of one instrument (one register if ``quantity``), t in [start, end).
+
+        Partitions outside the days of the window are not read."""
+        ...
+
+    def daily_consumption(
+        self, start: date | None = None, end: date | None = None, category: str | None = None
+    ) -> pa.Table:
+        """Per (instrument, quantity, day), days in [start, end): first and last value,
+        consumption (definition above) and the count of readings."""
+        ...
+
+    def counter_anomalies(
+        self,
+        start: Bound = None,
+        end: Bound = None,
+        category: str | None = None,
+        max_gap: timedelta = timedelta(minutes=30),
+    ) -> pa.Table:
+        """Regressions and gaps of the cumulative registers, t in [start, end)."""
+        ...
+
+    def fleet_summary(
+        self, start: date | None = None, end: date | None = None, category: str | None = None
+    ) -> pa.Table:
+        """Per (category, day): distinct instruments, readings, first and last t."""
+        ...
+
+    def sql(self, query: str) -> pa.Table:
+        """Escape hatch for tests and benchmarks: raw SQL over the view ``readings``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _instant(value: date | datetime, name: str) -> datetime:
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidInput(
+                f"{name}={value.isoformat()} is a naive datetime: give a timezone (UTC)",
+                rule="lake time bounds are timezone-aware (docs/lake.md)",
+            )
+        return value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), UTC)
+    raise InvalidInput(f"{name} must be a date or datetime, got {type(value).__name__}")
+
+
+def time_bounds(start: Bound, end: Bound) -> tuple[datetime | None, datetime | None]:
+    """Normalize a half-open time window to aware UTC datetimes; refuses end < start."""
+    lo = None if start is None else _instant(start, "start")
+    hi = None if end is None else _instant(end, "end")
+    if lo is not None and hi is not None and hi < lo:
+        raise InvalidInput(f"end {hi.isoformat()} is before start {lo.isoformat()}")
+    return lo, hi
+
+
+def day_bounds(start: date | None, end: date | None) -> tuple[date | None, date | None]:
+    """Check a half-open window of days [start, end)."""
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and (isinstance(value, datetime) or not isinstance(value, date)):
+            raise InvalidInput(f"{name} must be a date (days are UTC), got {value!r}")
+    if start is not None and end is not None and end < start:
+        raise InvalidInput(f"end {end} is before start {start}")
+    return start, end
