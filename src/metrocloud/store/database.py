@@ -48,6 +48,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _sqlite_full_sync(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.close()
+
+
 def _sqlite_begin(conn: Connection) -> None:
     """BEGIN IMMEDIATE for write transactions, plain (deferred) BEGIN for reads.
 
@@ -62,7 +68,12 @@ def _sqlite_begin(conn: Connection) -> None:
 class Database:
     """One database: SQLite file or PostgreSQL server."""
 
-    def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, schema: str | None = None, echo: bool = False, durable: bool = False
+    ) -> None:
+        """``durable``: on SQLite, commits are synced to disk (``synchronous=FULL``), so a
+        commit survives power loss, not only a crashed process (the default, ``NORMAL`` in
+        WAL mode, may lose the newest commits on power loss). PostgreSQL always syncs."""
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
@@ -85,6 +96,8 @@ class Database:
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
+            if durable:
+                event.listen(self.engine, "connect", _sqlite_full_sync)
         self._write_lock = threading.RLock() if self.dialect == "sqlite" else None
 
     @property

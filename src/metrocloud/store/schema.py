@@ -33,13 +33,17 @@ __all__ = [
     "credentials",
     "declaration_instruments",
     "declarations",
+    "device_counters",
     "device_keys",
     "events",
     "grants",
     "instruments",
+    "intake_batches",
+    "intake_flags",
     "metadata",
     "node_meta",
     "parties",
+    "quarantine",
 ]
 
 metadata = MetaData(
@@ -228,4 +232,73 @@ access_log = Table(
     Column("resource_id", ID, nullable=False),
     Column("via_grant", Boolean, nullable=False, default=False),
     Index("ix_access_log_owner_id", "owner_id", "id"),
+)
+
+
+# -- measurement intake (operational records: the readings' proof is the device signature) --
+
+_AUTO_ID = BigInteger().with_variant(Integer, "sqlite")
+
+intake_batches = Table(
+    "intake_batches",
+    metadata,
+    # the intake's durable log: a batch is acknowledged once its row is committed; the lake
+    # flusher moves the readings into Parquet and then drops the wire bytes (``wire`` NULL)
+    Column("id", _AUTO_ID, primary_key=True, autoincrement=True),
+    Column("key_id", String(64), nullable=False),
+    Column("counter", BigInteger, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("instrument_id", ID, nullable=False),
+    Column("category", String(8), nullable=False),
+    Column("readings", Integer, nullable=False),
+    Column("first_t", BigInteger, nullable=False),
+    Column("last_t", BigInteger, nullable=False),
+    Column("received_at", String(30), nullable=False),
+    Column("transport", String(8), nullable=False),
+    Column("wire", LargeBinary, nullable=True),
+    # the lake segment the flusher put the batch in (set before the lake write, so that a
+    # crash redoes exactly that segment); ``wire`` is dropped once the segment is committed
+    Column("segment", String(64), nullable=True),
+    UniqueConstraint("key_id", "counter", name="uq_intake_batches_key_counter"),
+    Index("ix_intake_batches_segment", "segment", "id"),
+)
+
+device_counters = Table(
+    "device_counters",
+    metadata,
+    # per device key: the newest accepted batch (the counter and chain continue from here)
+    Column("key_id", String(64), primary_key=True),
+    Column("instrument_id", ID, nullable=False),
+    Column("counter", BigInteger, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("last_t", BigInteger, nullable=False),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    # untrusted data that failed a check, kept with its reason (ARCHITECTURE.md decision 9)
+    Column("id", _AUTO_ID, primary_key=True, autoincrement=True),
+    Column("received_at", String(30), nullable=False),
+    Column("transport", String(8), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("instrument_id", ID, nullable=True),
+    Column("key_id", String(64), nullable=True),
+    Column("counter", BigInteger, nullable=True),
+    Column("wire", LargeBinary, nullable=False),
+    Index("ix_quarantine_instrument_id", "instrument_id", "id"),
+    Index("ix_quarantine_reason", "reason", "id"),
+)
+
+intake_flags = Table(
+    "intake_flags",
+    metadata,
+    # findings about an instrument raised by the intake (a counter gap, unapproved software)
+    Column("id", _AUTO_ID, primary_key=True, autoincrement=True),
+    Column("instrument_id", ID, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("at", String(30), nullable=False),
+    Index("ix_intake_flags_instrument_id", "instrument_id", "id"),
 )
