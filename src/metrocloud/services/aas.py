@@ -285,6 +285,26 @@ def _scan(
     return out[:want]
 
 
+#: what a shell (and the access check and log of a listed one) is made of: a page reads
+#: these columns only (``twin.shells`` renders from exactly these fields)
+_INSTRUMENT_SHELL_COLUMNS = (
+    instruments.c.id,
+    instruments.c.serial,
+    instruments.c.category,
+    instruments.c.manufacturer_id,
+    instruments.c.certificate_id,
+    instruments.c.operator_id,
+)
+_TYPE_SHELL_COLUMNS = (
+    certificates.c.id,
+    certificates.c.number,
+    certificates.c.model,
+    certificates.c.category,
+    certificates.c.notified_body_id,
+    certificates.c.holder_id,
+)
+
+
 def _shell_rows(
     conn: Connection,
     actor: Actor,
@@ -304,10 +324,10 @@ def _shell_rows(
     types: list[Any] = []
     found: list[Any] = []
     if where.types is not None and (after is None or after < _INSTRUMENT):
-        q = select(certificates).where(*where.types)
+        q = select(*_TYPE_SHELL_COLUMNS).where(*where.types)
         types = _scan(conn, q, certificates.c.id, after, limit + 1, where.type_check)
     if len(types) <= limit and where.instruments is not None:
-        q = select(instruments).where(*where.instruments)
+        q = select(*_INSTRUMENT_SHELL_COLUMNS).where(*where.instruments)
         found = _scan(conn, q, instruments.c.id, after, limit + 1 - len(types), None)
     rows = [*types, *found]
     nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
