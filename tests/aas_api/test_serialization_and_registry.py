@@ -61,6 +61,10 @@ def test_shell_descriptors_point_at_this_node(pop: Pop) -> None:
     assert sub["endpoints"][0]["protocolInformation"]["href"].endswith(
         f"/submodels/{b64(sub['id'])}"
     )
+    # each descriptor carries the semanticId of the submodel it describes
+    for desc in d["submodelDescriptors"]:
+        submodel = pop.ok(f"/submodels/{b64(desc['id'])}")
+        assert desc["semanticId"] == submodel["semanticId"], desc["idShort"]
     # the href works
     path = href.removeprefix(f"http://testserver{AAS}")
     assert pop.ok(path)["id"] == shell

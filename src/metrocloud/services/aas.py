@@ -64,7 +64,7 @@ from metrocloud.twin import (
     type_shell_json,
     type_submodel,
 )
-from metrocloud.twin.ids import ASSET_PREFIX
+from metrocloud.twin.ids import ASSET_PREFIX, parse_submodel_id
 
 __all__ = [
     "MAX_EXPORT",
@@ -81,6 +81,7 @@ __all__ = [
     "prepare_shell_json",
     "prepare_shell_list",
     "public_submodel",
+    "submodel_semantic_id",
 ]
 
 T = TypeVar("T")
@@ -581,6 +582,19 @@ def _semantics(conn: Connection) -> dict[tuple[str, str], str]:
             if sm.semantic_id is not None and sm.id_short is not None:
                 _SEMANTICS[(kind, sm.id_short)] = sm.semantic_id.keys[0].value
     return _SEMANTICS
+
+
+def submodel_semantic_id(node: Node, submodel_id: str) -> str | None:
+    """The semanticId of the submodel ``submodel_id`` names (None if not one of ours)."""
+    try:
+        record, name = parse_submodel_id(submodel_id)
+    except NotFound:
+        return None
+    kind = _TYPE if record.startswith(_TYPE) else _INSTRUMENT
+    if (kind, name) not in _SEMANTICS:
+        with node.db.read() as conn:
+            _semantics(conn)
+    return _SEMANTICS.get((kind, name))
 
 
 def list_submodels(

@@ -20,6 +20,7 @@ from metrocloud.api.deps import CurrentActor, GuardedRoute, NodeDep, guard
 from metrocloud.domain.errors import NotFound
 from metrocloud.services import aas as svc
 from metrocloud.services.common import check_limit, decode_cursor, encode_cursor
+from metrocloud.services.node import Node
 from metrocloud.twin.ids import parse_submodel_id
 
 __all__ = ["router"]
@@ -46,20 +47,24 @@ def _endpoint(interface: str, href: str) -> dict[str, Any]:
     }
 
 
-def _submodel_descriptor(submodel_id: str, base: str) -> dict[str, Any]:
+def _submodel_descriptor(node: Node, submodel_id: str, base: str) -> dict[str, Any]:
     _record, name = parse_submodel_id(submodel_id)
-    return {
-        "idShort": name,
-        "id": submodel_id,
-        "endpoints": [_endpoint("SUBMODEL-3.0", f"{base}/submodels/{encode_id(submodel_id)}")],
-    }
+    out: dict[str, Any] = {"idShort": name, "id": submodel_id}
+    semantic = svc.submodel_semantic_id(node, submodel_id)
+    if semantic is not None:
+        out["semanticId"] = {
+            "type": "ExternalReference",
+            "keys": [{"type": "GlobalReference", "value": semantic}],
+        }
+    out["endpoints"] = [_endpoint("SUBMODEL-3.0", f"{base}/submodels/{encode_id(submodel_id)}")]
+    return out
 
 
 def _submodel_ids(shell: aas.AssetAdministrationShell) -> list[str]:
     return [ref.keys[0].value for ref in shell.submodels or ()]
 
 
-def _descriptor(shell: aas.AssetAdministrationShell, base: str) -> dict[str, Any]:
+def _descriptor(node: Node, shell: aas.AssetAdministrationShell, base: str) -> dict[str, Any]:
     j = jsonable(shell)
     out = {k: j[k] for k in ("description", "displayName", "administration") if k in j}
     asset = j["assetInformation"]
@@ -70,7 +75,7 @@ def _descriptor(shell: aas.AssetAdministrationShell, base: str) -> dict[str, Any
     if asset.get("specificAssetIds"):
         out["specificAssetIds"] = asset["specificAssetIds"]
     out["endpoints"] = [_endpoint("AAS-3.0", f"{base}/shells/{encode_id(shell.id)}")]
-    subs = [_submodel_descriptor(i, base) for i in _submodel_ids(shell)]
+    subs = [_submodel_descriptor(node, i, base) for i in _submodel_ids(shell)]
     if subs:
         out["submodelDescriptors"] = subs
     return {k: v for k, v in out.items() if v is not None}
@@ -99,7 +104,7 @@ def get_all_shell_descriptors(
         action="aas.descriptors.list",
     )
     base = aas_base_url(request, node)
-    return paged_response([_descriptor(s, base) for s in page.items], page.next_cursor)
+    return paged_response([_descriptor(node, s, base) for s in page.items], page.next_cursor)
 
 
 @router.get("/shell-descriptors/{aasIdentifier}")
@@ -108,7 +113,7 @@ def get_shell_descriptor(
     request: Request, node: NodeDep, actor: CurrentActor, aas_id: AasId
 ) -> Response:
     shell = svc.get_shell(node, actor, shell_record(aas_id), action="aas.descriptor.read")
-    return json_response(_descriptor(shell, aas_base_url(request, node)))
+    return json_response(_descriptor(node, shell, aas_base_url(request, node)))
 
 
 @router.get("/shell-descriptors/{aasIdentifier}/submodel-descriptors")
@@ -128,7 +133,8 @@ def get_all_submodel_descriptors(
     start = key[0] + 1 if key else 0
     nxt = encode_cursor([start + limit - 1]) if start + limit < len(ids) else None
     base = aas_base_url(request, node)
-    return paged_response([_submodel_descriptor(i, base) for i in ids[start : start + limit]], nxt)
+    page = ids[start : start + limit]
+    return paged_response([_submodel_descriptor(node, i, base) for i in page], nxt)
 
 
 @router.get("/shell-descriptors/{aasIdentifier}/submodel-descriptors/{submodelIdentifier}")
@@ -140,7 +146,7 @@ def get_submodel_descriptor(
     _record, _name, identifier = submodel_target(request, sm_id)
     if identifier not in _submodel_ids(shell):
         raise NotFound(f"shell {shell.id!r} references no submodel {identifier!r}")
-    return json_response(_submodel_descriptor(identifier, aas_base_url(request, node)))
+    return json_response(_submodel_descriptor(node, identifier, aas_base_url(request, node)))
 
 
 @router.get("/lookup/shells")

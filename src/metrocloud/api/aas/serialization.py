@@ -22,7 +22,9 @@ __all__ = ["AASX_MEDIA_TYPE", "PROFILES", "router"]
 router = APIRouter(route_class=GuardedRoute, include_in_schema=False)
 
 _SSP = "https://admin-shell.io/aas/API/3/0/"
-#: the service profiles of IDTA-01002-3-0 this node serves (all read profiles)
+#: the service profiles of IDTA-01002-3-0 this node serves (all read profiles). The discovery
+#: look-up ``/lookup/shells`` is served too, but v3.0 defines only the full Discovery profile
+#: (SSP-001, with writes); the read-only one (SSP-002) arrives with v3.1, so none is claimed
 PROFILES = (
     _SSP + "AssetAdministrationShellRepositoryServiceSpecification/SSP-002",
     _SSP + "SubmodelRepositoryServiceSpecification/SSP-002",
