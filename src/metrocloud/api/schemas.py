@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from metrocloud.domain.categories import InstrumentCategory
 from metrocloud.domain.certificates import CertificateStatus, ConformityModule
@@ -45,6 +45,9 @@ __all__ = [
     "PartyIn",
     "PartyOut",
     "Problem",
+    "PublicVerifyIn",
+    "PublicVerifyOut",
+    "ReadingOut",
     "Recorded",
     "SoftwareIdIn",
     "TokenIn",
@@ -52,6 +55,7 @@ __all__ = [
     "TokenOut",
     "TokenRequest",
     "TreeHeadOut",
+    "VerifiedInstrumentOut",
 ]
 
 T = TypeVar("T")
@@ -385,6 +389,69 @@ class ConsistencyProofOut(Out):
     first: int
     second: int
     proof: list[str]
+
+
+class PublicVerifyIn(In):
+    ocmf: str | None = Field(
+        default=None,
+        description="One OCMF record: `OCMF|{payload}|{signature}`, the payload exactly as signed.",
+        examples=['OCMF|{"FV":"1.0","MS":"1EMH0012345678","RD":[...]}|{"SD":"3045..."}'],
+    )
+    xml: str | None = Field(
+        default=None,
+        description="Instead of `ocmf`: a Transparenzsoftware XML container with exactly one "
+        "`<value>` (its `<publicKey>` is used when `public_key` is not given).",
+    )
+    public_key: str | None = Field(
+        default=None,
+        max_length=4000,
+        description="The meter's public key: DER SubjectPublicKeyInfo as hex or base64. Without "
+        "it, the device keys registered on this node for the record's meter serial (MS) are used.",
+    )
+
+    @model_validator(mode="after")
+    def _one_record(self) -> PublicVerifyIn:
+        if (self.ocmf is None) == (self.xml is None):
+            raise ValueError("give exactly one of 'ocmf' (an OCMF string) and 'xml' (a container)")
+        return self
+
+
+class ReadingOut(Out):
+    time: str | None = Field(description="TM as written")
+    transaction: str | None = Field(description="TX")
+    value: str | None = Field(description="RV as written")
+    unit: str | None = Field(description="RU")
+    obis: str | None = Field(description="RI")
+    status: str | None = Field(description="ST")
+
+
+class VerifiedInstrumentOut(Out):
+    id: str
+    serial: str
+    category: InstrumentCategory
+    certificate_id: str
+    certificate_status: CertificateStatus = Field(description="As of today (expired included).")
+    certificate_valid: bool
+
+
+class PublicVerifyOut(Out):
+    verdict: Literal["valid", "invalid", "error"] = Field(
+        description="valid; invalid (the signature or a rule of the record does not hold); "
+        "error (cannot be checked: no key, unsupported algorithm, unusable key)"
+    )
+    reason: str | None = Field(
+        description="null when valid; else every reason, `; `-separated, each with its rule."
+    )
+    algorithm: str | None = Field(description="SA as verified (default filled in)")
+    meter_serial: str | None = Field(description="MS of the record")
+    readings: list[ReadingOut]
+    key_source: Literal["request", "registry"] | None = Field(
+        description="request: the key sent (says nothing about whose key it is); registry: "
+        "the device keys registered here for the meter serial; null: no key."
+    )
+    instrument: VerifiedInstrumentOut | None = Field(
+        description="The instrument registered here under the meter serial (public facts only)."
+    )
 
 
 class Problem(BaseModel):

@@ -5,15 +5,27 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from metrocloud import __version__
 from metrocloud.api.deps import GuardedRoute, NodeDep, body_doc, json_body
+from metrocloud.api.problems import problem_response
+from metrocloud.api.ratelimit import (
+    TokenBucketLimiter,
+    client_address,
+    limiter_for,
+    retry_after,
+)
 from metrocloud.api.schemas import (
     ConsistencyProofOut,
     EntryOut,
     InclusionProofOut,
     NodeOut,
+    PublicVerifyIn,
+    PublicVerifyOut,
     TokenOut,
     TokenRequest,
     TreeHeadOut,
@@ -21,6 +33,7 @@ from metrocloud.api.schemas import (
 from metrocloud.domain.errors import InvalidInput
 from metrocloud.ledger import leaf_hash
 from metrocloud.services import parties as svc
+from metrocloud.services import public_verify
 
 router = APIRouter(route_class=GuardedRoute)
 MAX_INDEX = 2**48
@@ -150,3 +163,80 @@ def request_token(
     return TokenOut(
         token_id=cred.token_id, party_id=cred.party_id, token=cred.token, expires_at=cred.expires_at
     )
+
+
+#: largest body POST /public/verify reads (one OCMF record, or a container with one value)
+VERIFY_MAX_BYTES = 64 * 1024
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+@router.post(
+    "/public/verify",
+    response_model=PublicVerifyOut,
+    operation_id="verify_ocmf_reading",
+    tags=["public"],
+    summary="Check a signed OCMF meter reading (no login; rate-limited per client address)",
+    openapi_extra=body_doc(PublicVerifyIn),
+    responses={
+        "413": {"description": "Body larger than 64 KiB", "content": _PROBLEM},
+        "429": {"description": "Too many requests; see Retry-After", "content": _PROBLEM},
+    },
+)
+async def verify_reading(request: Request, node: NodeDep) -> PublicVerifyOut | Response:
+    # refused before the body is read: a flood costs the node neither memory nor parsing
+    limiter = limiter_for(request, "public_verify", node.settings.public_verify_per_minute)
+    if limiter is not None and (wait := limiter.acquire(client_address(request))) is not None:
+        return _rate_limited(request, limiter, wait)
+    body = _parse_verify_body(await _read_body(request, VERIFY_MAX_BYTES))
+    result = await run_in_threadpool(
+        public_verify.check_reading,
+        node,
+        ocmf=body.ocmf,
+        xml=body.xml,
+        public_key=body.public_key,
+    )
+    return PublicVerifyOut.model_validate(result)
+
+
+def _rate_limited(request: Request, limiter: TokenBucketLimiter, wait: float) -> Response:
+    """429 as problem+json with Retry-After (a header the shared error handler cannot set)."""
+    seconds = retry_after(wait)
+    resp = problem_response(
+        429,
+        "Too many requests",
+        f"more than {limiter.per_minute} requests a minute (bursts of {limiter.burst}) from "
+        f"this address to {request.url.path}; retry in {seconds} s",
+        code="rate-limited",
+        instance=request.url.path,
+    )
+    resp.headers["Retry-After"] = seconds
+    return resp
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    too_large = (
+        f"request body is larger than the {limit} bytes ({limit // 1024} KiB) accepted by "
+        f"{request.url.path}; send one OCMF record (or a container with one value)"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, detail=too_large)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, detail=too_large)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_verify_body(raw: bytes) -> PublicVerifyIn:
+    """As :func:`metrocloud.api.deps.json_body` does, after the size check."""
+    try:
+        return PublicVerifyIn.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors(include_url=False)]
+        ) from None
