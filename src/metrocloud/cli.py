@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -37,6 +40,16 @@ ocmf_app = typer.Typer(
     help="Signed meter readings of EV charging points (OCMF, S.A.F.E. e.V.).",
 )
 app.add_typer(ocmf_app, name="ocmf")
+device_app = typer.Typer(
+    no_args_is_help=True,
+    help="The reference device: a simulated energy meter that signs its readings (docs/device.md).",
+)
+app.add_typer(device_app, name="device")
+sampling_app = typer.Typer(
+    no_args_is_help=True,
+    help="Statistical sampling of lots: MID modules F/F1 and ISO 2859-1 (docs/sampling.md).",
+)
+app.add_typer(sampling_app, name="sampling")
 
 out = Console()
 err = Console(stderr=True)
@@ -80,7 +93,8 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except (MetrocloudError, CliError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        # escaped: messages quote input and usage ("[/TOPIC-PREFIX]"), not rich markup
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -132,7 +146,8 @@ def _serve(node: Any, host: str, port: int, workers: int = 1) -> None:
 
     if workers == 1:
         try:
-            uvicorn.run(create_app(node), host=host, port=port, log_level="info", access_log=False)
+            app = create_app(node, background=True)
+            uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
         finally:
             node.close()
         return
@@ -148,6 +163,8 @@ def _serve(node: Any, host: str, port: int, workers: int = 1) -> None:
     )
     if s.db:
         os.environ["METROCLOUD_DB"] = s.db
+    if s.mqtt:
+        os.environ["METROCLOUD_MQTT"] = s.mqtt
     node.close()
     uvicorn.run(
         "metrocloud.api.asgi:app_from_environment",
@@ -204,15 +221,30 @@ def serve(
     workers: Annotated[
         int, typer.Option(help="Worker processes (one per core); 1 serves in this process.", min=1)
     ] = 1,
+    mqtt: Annotated[
+        str | None,
+        typer.Option(
+            "--mqtt",
+            envvar="METROCLOUD_MQTT",
+            help="MQTT broker to take devices' signed batches from too, "
+            "mqtt://HOST:PORT[/TOPIC-PREFIX] (docs/ingest.md).",
+        ),
+    ] = None,
 ) -> None:
     """Run the node's API (REST under /api/v1, AAS under /aas/api/v3.0, docs at /api/v1/docs)."""
+    from metrocloud.ingest.mqtt import parse_broker_url
     from metrocloud.services.node import Node
 
     with _errors():
+        broker = parse_broker_url(mqtt) if mqtt else None
         node = Node.open(
-            _settings(data_dir, db, country=country, host=host, port=port), create=False
+            _settings(data_dir, db, country=country, host=host, port=port, mqtt=mqtt),
+            create=False,
         )
     err.print(f"serving node {node.node_id} on http://{host}:{port}/api/v1 ({workers} worker(s))")
+    if broker is not None:
+        topics = broker.topics(node.country)
+        err.print(escape(f"MQTT intake: {topics.subscription} at {broker}"), highlight=False)
     _serve(node, host, port, workers)
 
 
@@ -436,6 +468,694 @@ def _ocmf_table(records: list[Any]) -> Table:
         row[2].stylize(colour[r.verdict])
         table.add_row(*row)
     return table
+
+
+# -- the reference device ------------------------------------------------------------------------
+
+DEVICE_PASSPHRASE_ENV = "METROCLOUD_DEVICE_PASSPHRASE"  # noqa: S105 (a variable name)
+DeviceDir = Annotated[
+    Path,
+    typer.Option(
+        "--dir", help="The device's state directory: its key, event log, counter and outbox."
+    ),
+]
+NodeUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--node", envvar="METROCLOUD_NODE_URL", help="The node, e.g. http://127.0.0.1:8000."
+    ),
+]
+NodeToken = Annotated[
+    str | None,
+    typer.Option("--token", envvar="METROCLOUD_TOKEN", help="Bearer token at the node."),
+]
+_ALGORITHMS = {"ed25519": "ed25519", "p256": "ecdsa-p256-sha256"}
+
+
+def _device_passphrase(directory: Path) -> bytes:
+    """The device key's passphrase: $METROCLOUD_DEVICE_PASSPHRASE, else a random one kept in
+    DIR/passphrase (mode 0600; a real device keeps it in its secure element)."""
+    from metrocloud.trust.keys import KeyStore
+
+    directory.mkdir(parents=True, exist_ok=True)
+    return KeyStore.passphrase_from(directory, DEVICE_PASSPHRASE_ENV)
+
+
+def _node_base(url: str) -> str:
+    base = url.strip().rstrip("/")
+    if base.endswith("/api/v1"):
+        base = base[: -len("/api/v1")]
+    if not base.startswith(("http://", "https://")):
+        raise CliError(f"--node must be an http:// or https:// URL, got {url!r}")
+    return base
+
+
+def _utc(text: str, option: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(
+            f"{option} must be an ISO 8601 time such as 2026-01-05T00:00Z, got {text!r}"
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class _Node:
+    """The few node API calls the device commands make."""
+
+    def __init__(self, url: str, token: str) -> None:
+        import httpx
+
+        self.base = _node_base(url)
+        self.http = httpx.Client(
+            base_url=f"{self.base}/api/v1",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+
+    def get(self, path: str) -> Any:
+        import httpx
+
+        try:
+            r = self.http.get(path)
+        except httpx.TransportError as exc:
+            raise CliError(f"node {self.base} unreachable: {exc}") from None
+        if r.status_code != 200:
+            raise CliError(f"GET {path} at {self.base}: {r.status_code} {_problem(r)}")
+        return r.json()
+
+    def post_batches(self, lines: list[bytes]) -> list[dict[str, Any]]:
+        """POST the lines; retried while the node is unreachable or failing (5xx)."""
+        import httpx
+
+        delay, warned = 0.5, False
+        while True:
+            try:
+                r = self.http.post(
+                    "/ingest/batches",
+                    content=b"\n".join(lines) + b"\n",
+                    headers={"Content-Type": "application/x-ndjson"},
+                )
+                if r.status_code == 200:
+                    return list(r.json()["outcomes"])
+                if r.status_code < 500 and r.status_code != 429:
+                    raise CliError(
+                        f"node {self.base} refused the batches: {r.status_code} {_problem(r)}"
+                    )
+                reason = f"{r.status_code} {_problem(r)}"
+            except httpx.TransportError as exc:
+                reason = str(exc) or type(exc).__name__
+            if not warned:
+                err.print(
+                    f"[yellow]warning:[/yellow] node {escape(self.base)}: {escape(reason)}; "
+                    "retrying",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                warned = True
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def _problem(r: Any) -> str:
+    try:
+        body = r.json()
+        return str(body.get("detail") or body.get("title") or r.text[:200])
+    except ValueError:
+        return str(r.text[:200])
+
+
+@device_app.command("init")
+def device_init(
+    directory: DeviceDir,
+    instrument: Annotated[
+        str | None,
+        typer.Option(
+            "--instrument",
+            help="The instrument (ins-...) the node registered with this device's key; "
+            "without it, only the device key is made and printed.",
+        ),
+    ] = None,
+    algorithm: Annotated[
+        str | None, typer.Option(help="Device key algorithm, ed25519 or p256 (new key only).")
+    ] = None,
+    node: NodeUrl = None,
+    token: NodeToken = None,
+    manufacturer_key: Annotated[
+        str | None,
+        typer.Option(
+            "--manufacturer-key",
+            help="The manufacturer's public key for software packages (PEM file or base64 "
+            "SPKI); default: its key in the node's party directory.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the simulated load profile; default: from the key.")
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="Time of the first reading (ISO 8601, UTC); default: now."),
+    ] = None,
+) -> None:
+    """Make a reference device in two steps: its key, then its provisioning.
+
+    1. ``device init --dir D`` generates the device key (kept encrypted in D) and prints its
+       public key (SPKI, base64).
+    2. The manufacturer registers the instrument with that key (POST /api/v1/instruments,
+       device_keys) and gets its id.
+    3. ``device init --dir D --instrument ID --node URL --token T`` reads the instrument, its
+       certificate (status, validity, approved software) and the manufacturer's key from the
+       node, and provisions the device with the reference software.
+    """
+    from metrocloud.device.device import KEY_NAME
+    from metrocloud.trust.keys import KeyAlgorithm, KeyStore
+
+    with _errors():
+        if (directory / "device.json").exists():
+            raise CliError(f"{directory} holds a provisioned device already; nothing was changed")
+        wanted = None
+        if algorithm is not None:
+            if algorithm not in _ALGORITHMS:
+                raise CliError(f"--algorithm must be ed25519 or p256, got {algorithm!r}")
+            wanted = KeyAlgorithm(_ALGORITHMS[algorithm])
+        if instrument is not None and not (node and token):
+            raise CliError(
+                "--instrument needs --node and --token (a reader of the instrument, e.g. its "
+                "manufacturer): the device takes its approval from the node"
+            )
+        store = KeyStore(directory / "keys", _device_passphrase(directory))
+        existed = store.exists(KEY_NAME)
+        key = (
+            store.load(KEY_NAME)
+            if existed
+            else store.load_or_create(KEY_NAME, wanted or KeyAlgorithm.ED25519)
+        )
+        if wanted is not None and key.algorithm is not wanted:
+            raise CliError(
+                f"the device key in {directory} is {key.algorithm.value}, not {wanted.value}"
+            )
+        public = key.public_key
+        if instrument is None:
+            out.print(
+                f"device key {public.key_id} ({public.algorithm.value}) "
+                f"{'exists' if existed else 'created'} in {directory / 'keys'}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            out.print("public key (SPKI, base64), to register with the instrument:")
+            typer.echo(public.to_spki_b64())
+            out.print(
+                "next: the manufacturer registers the instrument with it (POST "
+                "/api/v1/instruments, device_keys), then: metrocloud device init --dir "
+                f"{directory} --instrument ID --node URL --token TOKEN",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
+        assert node and token
+        device = _provision(
+            directory, instrument, key, _Node(node, token), manufacturer_key, seed, start
+        )
+    sw, approval = device.software, device.approval
+    out.print(
+        f"device for {instrument} provisioned in {directory}: key {device.key_id} "
+        f"({public.algorithm.value}), software {sw.name} {sw.version} ({sw.checksum}), "
+        f"certificate {approval.certificate} ({approval.status}, valid until "
+        f"{approval.valid_until}), first reading {_iso_ms(device.register.next_t)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print("public key (SPKI, base64):")
+    typer.echo(public.to_spki_b64())
+
+
+def _provision(
+    directory: Path,
+    instrument: str,
+    key: Any,
+    api: _Node,
+    manufacturer_key: str | None,
+    seed: int | None,
+    start: str | None,
+) -> Any:
+    """Provision the device for a registered instrument, from what the node says of it."""
+    from metrocloud.device import Approval, Device, reference_software
+    from metrocloud.domain.errors import RuleViolation
+    from metrocloud.trust.keys import PublicKey
+
+    public = key.public_key
+    ins = api.get(f"/instruments/{instrument}")
+    listed = {k["key_id"]: k for k in ins["device_keys"]}
+    if public.key_id not in listed:
+        raise CliError(
+            f"instrument {instrument} does not list this device's key {public.key_id}: "
+            "register the instrument with the public key 'metrocloud device init --dir "
+            f"{directory}' printed (device_keys)"
+        )
+    if listed[public.key_id]["revoked"]:
+        raise CliError(f"device key {public.key_id} of {instrument} is revoked")
+    cert = api.get(f"/certificates/{ins['certificate_id']}")
+    approval = Approval.from_dict(
+        {
+            "certificate": cert["number"],
+            "status": cert["status"],
+            "valid_until": cert["valid_until"],
+            "software": cert["software"],
+        }
+    )
+    if manufacturer_key:
+        path = Path(manufacturer_key)
+        man_key = PublicKey.from_any(path.read_text() if path.is_file() else manufacturer_key)
+    else:
+        party = api.get(f"/parties/{ins['manufacturer_id']}")
+        if not party.get("public_key"):
+            raise CliError(
+                f"manufacturer {ins['manufacturer_id']} has no public key at the node; "
+                "give --manufacturer-key"
+            )
+        man_key = PublicKey.from_any(party["public_key"])
+    software = reference_software()
+    first = _utc(start, "--start") if start else None
+    try:
+        return Device.provision(
+            directory,
+            instrument=instrument,
+            manufacturer_key=man_key,
+            software=software,
+            approval=approval,
+            passphrase=_device_passphrase(directory),
+            algorithm=key.algorithm,
+            seed=int(public.key_id[:12], 16) if seed is None else seed,
+            start_ms=int(first.timestamp() * 1000) if first else None,
+        )
+    except RuleViolation as exc:
+        sw = software.identification
+        raise CliError(
+            f"{exc}; the certificate must approve the reference device's software "
+            f"{sw.name} {sw.version} (sha256 {sw.checksum})"
+        ) from None
+
+
+def _iso_ms(ms: int) -> str:
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="minutes").replace("+00:00", "Z")
+    )
+
+
+class _DeviceClock:
+    """The device's clock: real time, or a simulated one from ``start`` running ``speed``
+    times as fast."""
+
+    def __init__(self, start: datetime | None, speed: float) -> None:
+        self.start = start
+        self.speed = speed
+        self._t0 = time.monotonic()
+
+    def __call__(self) -> datetime:
+        if self.start is None:
+            return datetime.now(UTC)
+        return self.start + timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
+
+    def ms(self) -> int:
+        return int(self().timestamp() * 1000)
+
+    def real_seconds_until(self, ms: int) -> float:
+        return max(0.0, (ms - self.ms()) / 1000 / (self.speed if self.start else 1.0))
+
+
+class _Outbox:
+    """Batches signed but not yet answered, one file each (DIR/outbox/<counter>.mcb): what a
+    run could not deliver is sent again by the next one (WELMEC 7.2 T7, T8)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory / "outbox"
+        self.dir.mkdir(exist_ok=True)
+
+    def add(self, counter: int, wire: bytes) -> None:
+        path = self.dir / f"{counter:016d}.mcb"
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            f.write(wire)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def remove(self, counter: int) -> None:
+        (self.dir / f"{counter:016d}.mcb").unlink(missing_ok=True)
+
+    def pending(self) -> list[tuple[int, bytes]]:
+        return sorted((int(p.stem), p.read_bytes()) for p in self.dir.glob("*.mcb"))
+
+
+class _MqttLink:
+    """Publishes the device's batches (QoS 1) and collects the node's outcomes."""
+
+    def __init__(self, url: str, country: str, instrument: str, client_id: str) -> None:
+        import queue
+        import threading
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        from metrocloud.ingest.mqtt import parse_broker_url
+
+        self.broker = parse_broker_url(url)
+        topics = self.broker.topics(country)
+        self.topic = topics.batches(instrument)
+        self.outcomes: queue.Queue[dict[str, Any]] = queue.Queue()
+        ready = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
+        self.broker.configure(self.client)
+        self.client.reconnect_delay_set(1, 30)
+
+        def on_connect(c: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
+            if not reason.is_failure:
+                c.subscribe(topics.outcomes(instrument), options=SubscribeOptions(qos=1))
+
+        def on_message(_c: Any, _u: Any, message: Any) -> None:
+            with suppress(ValueError):  # not an outcome: ignored
+                self.outcomes.put(json.loads(message.payload))
+
+        self.client.on_connect = on_connect
+        self.client.on_subscribe = lambda *_a: ready.set()
+        self.client.on_message = on_message
+        try:
+            self.client.connect(self.broker.host, self.broker.port, keepalive=30)
+        except OSError as exc:
+            raise CliError(f"MQTT broker {self.broker} unreachable: {exc}") from None
+        self.client.loop_start()
+        if not ready.wait(15):
+            self.close()
+            raise CliError(f"MQTT broker {self.broker} did not accept the subscription in 15 s")
+
+    def publish(self, wire: bytes) -> None:
+        """Until the broker has it (PUBACK); across a lost connection it is published again
+        (the node answers a copy it already stored ``duplicate``)."""
+        warned = False
+        while True:
+            while not self.client.is_connected():
+                if not warned:
+                    err.print(
+                        f"[yellow]warning:[/yellow] MQTT broker {escape(str(self.broker))} "
+                        "unreachable; "
+                        "retrying",
+                        highlight=False,
+                    )
+                    warned = True
+                time.sleep(0.2)
+            info = self.client.publish(self.topic, wire, qos=1)
+            with suppress(RuntimeError, ValueError):  # not connected (any more): again
+                info.wait_for_publish(30)
+                if info.is_published():
+                    return
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@device_app.command("run")
+def device_run(
+    directory: DeviceDir,
+    node: NodeUrl = None,
+    token: NodeToken = None,
+    mqtt: Annotated[
+        str | None,
+        typer.Option(
+            "--mqtt",
+            help="Publish to this MQTT broker (mqtt://HOST:PORT[/TOPIC-PREFIX]) instead of "
+            "POSTing to the node.",
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Readings per signed batch.", min=1, max=10_000)] = 96,
+    interval: Annotated[
+        float, typer.Option(help="Wait at least this many seconds between two batches.", min=0)
+    ] = 0.0,
+    count: Annotated[
+        int | None, typer.Option(help="Stop after this many batches; default: run on.", min=1)
+    ] = None,
+    simulated_start: Annotated[
+        str | None,
+        typer.Option(
+            "--simulated-start",
+            help="Run the device's clock from this time (ISO 8601) instead of the real one.",
+        ),
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(help="Simulated seconds per real second (needs --simulated-start).")
+    ] = 1.0,
+    country: Annotated[
+        str | None,
+        typer.Option(help="The node's member state in MQTT topics; default: from the id."),
+    ] = None,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait at the end for MQTT outcomes.", min=0)
+    ] = 30.0,
+) -> None:
+    """Run the simulated meter: read the register and send signed batches to the node.
+
+    A batch is sent once its last reading lies in the past of the device's clock. The node
+    answers each batch (accepted, duplicate, rejected with the reason); a rejected batch is
+    reported on stderr and the exit status is 1. Batches not yet answered stay in the
+    device's outbox and are sent again by the next run.
+    """
+    import re
+
+    from metrocloud.device import Device
+
+    with _errors():
+        if speed <= 0:
+            raise CliError(f"--speed must be positive, got {speed}")
+        if speed != 1.0 and simulated_start is None:
+            raise CliError("--speed needs --simulated-start (the real clock runs at speed 1)")
+        if mqtt is None and not (node and token):
+            raise CliError("give --node and --token (HTTP) or --mqtt (MQTT broker)")
+        start = _utc(simulated_start, "--simulated-start") if simulated_start else None
+        clock = _DeviceClock(start, speed)
+        device = Device.open(directory, passphrase=_device_passphrase(directory), clock=clock)
+        api = _Node(node, token) if mqtt is None and node and token else None
+        link = None
+        if mqtt is not None:
+            cc = country or (
+                m.group(1) if (m := re.match(r"ins-([A-Z]{2})-", device.instrument)) else None
+            )
+            if cc is None:
+                raise CliError(f"give --country: {device.instrument} names no member state")
+            link = _MqttLink(mqtt, cc, device.instrument, f"metrocloud-device-{device.key_id[:20]}")
+        outbox = _Outbox(directory)
+        run = _DeviceRun(device, outbox, api, link, clock)
+        interrupted = False
+        try:
+            run.go(batch=batch, interval=interval, count=count, wait=wait)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if link is not None:
+                link.close()
+    tally = run.tally
+    out.print(
+        f"{device.instrument}: sent {tally['sent']} batch(es) ({tally['readings']} readings): "
+        f"{tally['accepted']} accepted, {tally['duplicate']} duplicate, "
+        f"{tally['rejected']} rejected",
+        highlight=False,
+    )
+    if run.unanswered:
+        err.print(
+            f"{len(run.unanswered)} batch(es) without an answer yet, kept in "
+            f"{outbox.dir} (sent again by the next run)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if interrupted:
+        raise typer.Exit(130)
+    if tally["rejected"]:
+        raise typer.Exit(1)
+
+
+class _DeviceRun:
+    def __init__(
+        self, device: Any, outbox: _Outbox, api: _Node | None, link: _MqttLink | None, clock: Any
+    ) -> None:
+        self.device = device
+        self.outbox = outbox
+        self.api = api
+        self.link = link
+        self.clock = clock
+        self.tally = {"sent": 0, "readings": 0, "accepted": 0, "duplicate": 0, "rejected": 0}
+        #: counter -> readings of batches sent and not answered yet
+        self.unanswered: dict[int, int] = {}
+        self.bar: Progress | None = None
+        self.task: Any = None
+
+    def go(self, *, batch: int, interval: float, count: int | None, wait: float) -> None:
+        from rich.progress import SpinnerColumn
+
+        from metrocloud.formats.batches import parse_payload, split_wire
+
+        columns: list[Any] = [TextColumn("{task.description}")]
+        columns += [BarColumn(), MofNCompleteColumn()] if count else [SpinnerColumn()]
+        columns += [TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
+        with Progress(*columns, console=err, transient=False) as bar:
+            self.bar = bar
+            self.task = bar.add_task(self.device.instrument, total=count, info="")
+            for counter, wire in self.outbox.pending():  # left by an earlier run
+                try:
+                    readings = len(parse_payload(split_wire(wire)[0]))
+                except MetrocloudError:  # damaged at rest: the node quarantines it
+                    readings = 0
+                self._send(counter, wire, readings)
+            last_send = -interval
+            new = 0
+            while count is None or new < count:
+                register = self.device.register
+                ready_ms = register.next_t + (batch - 1) * register.interval_ms
+                self._collect()
+                pause = max(
+                    self.clock.real_seconds_until(ready_ms),
+                    interval - (time.monotonic() - last_send),
+                )
+                if pause > 0:
+                    self._refresh()
+                    time.sleep(min(pause, 0.5))
+                    continue
+                signed = self.device.read_batch(batch)
+                counter = self.device.counter
+                self.outbox.add(counter, signed.wire())
+                last_send = time.monotonic()
+                self._send(counter, signed.wire(), batch)
+                new += 1
+                bar.update(self.task, completed=new)
+            deadline = time.monotonic() + wait
+            while self.unanswered and self.link is not None and time.monotonic() < deadline:
+                self._collect(timeout=0.5)
+            self._refresh()
+
+    def _send(self, counter: int, wire: bytes, readings: int) -> None:
+        self.tally["sent"] += 1
+        self.tally["readings"] += readings
+        self.unanswered[counter] = readings
+        if self.api is not None:
+            for outcome in self.api.post_batches([wire]):
+                self._record(outcome, counter)
+        else:
+            assert self.link is not None
+            self.link.publish(wire)
+        self._refresh()
+
+    def _collect(self, timeout: float = 0.0) -> None:
+        import queue
+
+        if self.link is None:
+            return
+        while True:
+            try:
+                outcome = self.link.outcomes.get(timeout=timeout)
+            except queue.Empty:
+                return
+            timeout = 0.0
+            self._record(outcome, outcome.get("counter"))
+
+    def _record(self, outcome: dict[str, Any], counter: int | None) -> None:
+        if counter is None or counter not in self.unanswered:
+            return  # not ours, or answered already (an outcome may come twice)
+        del self.unanswered[counter]
+        status = str(outcome.get("status"))
+        if status in self.tally:
+            self.tally[status] += 1
+        if status == "rejected":
+            err.print(
+                f"[red]rejected:[/red] batch {counter} of {self.device.instrument}: "
+                + escape(f"{outcome.get('reason')}: {outcome.get('detail')}"),
+                highlight=False,
+                soft_wrap=True,
+            )
+        self.outbox.remove(counter)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self.bar is None:
+            return
+        t = self.tally
+        info = (
+            f"clock {self.clock().isoformat(timespec='minutes').replace('+00:00', 'Z')} "
+            f"| {t['accepted']} accepted, {t['duplicate']} duplicate, {t['rejected']} rejected, "
+            f"{len(self.unanswered)} waiting | {t['readings']} readings"
+        )
+        self.bar.update(self.task, info=info)
+
+
+def _sampling_lot_size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise CliError(f"--lot-size must be a whole number, got {text!r}") from None
+
+
+@sampling_app.command("plan")
+def sampling_plan(
+    lot_size: Annotated[
+        str | None,
+        typer.Option(
+            "--lot-size",
+            metavar="N",
+            help="Instruments in the lot; mid-f without it plans for a large lot (binomial).",
+        ),
+    ] = None,
+    scheme: Annotated[
+        str, typer.Option("--scheme", help="mid-f (MID modules F/F1) or iso2859 (ISO 2859-1).")
+    ] = "mid-f",
+    aql: Annotated[
+        str | None,
+        typer.Option("--aql", help="iso2859: AQL in percent (0.65, 1.0, 1.5, 2.5, 4.0, 6.5)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON object.")] = (
+        False
+    ),
+) -> None:
+    """The single sampling plan (n, c) for a lot: inspect n, accept with at most c failing.
+
+    mid-f: the smallest plan accepting a lot with 1 % non-conforming with >= 95 % and one
+    with 7 % with <= 5 % (MID Annex II, modules F and F1). iso2859: ISO 2859-1, normal
+    inspection, general inspection level II.
+    """
+    from metrocloud.domain import sampling as smp
+
+    with _errors():
+        size = _sampling_lot_size(lot_size)
+        if scheme == smp.Scheme.MID_F:
+            if aql is not None:
+                raise CliError("--aql applies to --scheme iso2859 only")
+            plan = smp.mid_f_plan(size)
+        elif scheme == smp.Scheme.ISO2859:
+            if size is None or aql is None:
+                raise CliError("--scheme iso2859 needs --lot-size and --aql")
+            plan = smp.iso2859_plan(size, aql)
+        else:
+            raise CliError(f"--scheme must be mid-f or iso2859, got {scheme!r}")
+    if as_json:
+        typer.echo(json.dumps(plan.as_dict()))
+        return
+    table = Table(title=f"sampling plan ({plan.scheme})", show_header=False)
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    lot = "large lot (binomial)" if plan.lot_size is None else str(plan.lot_size)
+    full = " (100 % inspection)" if plan.full_inspection else ""
+    table.add_row("lot size", lot)
+    if plan.scheme is smp.Scheme.ISO2859:
+        table.add_row("AQL", f"{plan.aql} %")
+        table.add_row("code letter", f"{plan.code_letter} (plan of letter {plan.plan_letter})")
+    table.add_row("sample size n", f"{plan.n}{full}")
+    table.add_row("accept with at most c", str(plan.c))
+    table.add_row("reject with Re or more", str(plan.re))
+    table.add_row("P(accept) at 1 %", f"{float(plan.p_accept_at_1pct):.6f}")
+    table.add_row("P(accept) at 7 %", f"{float(plan.p_accept_at_7pct):.6f}")
+    table.add_row("rule", plan.rule)
+    out.print(table)
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ the expected outcome. It is written per role (``spec(...)``) from these rules:
   body that issued their certificate and grantees; the node admin reads no instrument data;
 - the node admin alone admits parties and issues tokens for them;
 - certificates and the party directory are readable by any authenticated party;
-- the ledger and /node are public; everything else needs a valid bearer token (401).
+- the ledger, /node and /public/verify are public; everything else needs a valid bearer
+  token (401).
 
 Callers: the nine parties of the ``world`` fixture (two per role, one node admin) and four
 unauthenticated "roles": no token, a malformed token, a forged secret, a revoked token.
@@ -31,6 +32,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -41,13 +43,15 @@ from sqlalchemy import func, select
 from metrocloud.api.app import API_PREFIX, create_app
 from metrocloud.domain.certificates import CertificateAction, ConformityModule
 from metrocloud.domain.instruments import EventKind
+from metrocloud.formats.batches import GENESIS_PREV, encode_batch
+from metrocloud.formats.transparenz import read_container
 from metrocloud.services import access
 from metrocloud.services import certificates as certs
 from metrocloud.services import declarations as decl
 from metrocloud.services import events as ev
 from metrocloud.services import parties as pty
 from metrocloud.services.node import Node
-from metrocloud.store.schema import credentials, grants, instruments
+from metrocloud.store.schema import credentials, grants, instruments, quarantine
 from metrocloud.trust.credentials import sign_token_request
 from metrocloud.trust.keys import PrivateKey
 from tests.conftest import Member, World
@@ -83,6 +87,7 @@ TWIN = {
     "auth1": "auth2",
     "auth2": "auth1",
 }
+OCMF_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ocmf"
 MISSING = {
     "pty": "pty-DE-00000000000000000000000000",
     "cer": "cer-DE-00000000000000000000000000",
@@ -201,6 +206,7 @@ MATRIX: list[Row] = [
     *spec("GET /api/v1/ledger/entries/{index}", public=True, missing=404),
     *spec("GET /api/v1/ledger/proof/inclusion", public=True),
     *spec("GET /api/v1/ledger/proof/consistency", public=True),
+    *spec("POST /api/v1/public/verify", public=True),
     # a token for the party whose key signed the proof; a proof for another party is refused
     *spec("POST /api/v1/auth/token", public=True, by_body=tuple(ROLES), missing=401,
           **{r: (OK, PROOF_REFUSED) for r in ROLES}),
@@ -250,6 +256,11 @@ MATRIX: list[Row] = [
           extra=GRANTED, **INSTRUMENT_READ),
     *spec("GET /api/v1/instruments/{instrument_id}/events", scoped=True,
           missing=INSTRUMENT_MISSING, extra=GRANTED, **INSTRUMENT_READ),
+    # what the measurement intake flagged: instrument data, read like the instrument
+    *spec("GET /api/v1/instruments/{instrument_id}/flags", scoped=True,
+          missing=INSTRUMENT_MISSING, extra=GRANTED, **INSTRUMENT_READ),
+    *spec("GET /api/v1/instruments/{instrument_id}/measurements", scoped=True,
+          missing=INSTRUMENT_MISSING, extra=GRANTED, **INSTRUMENT_READ),
     # life-cycle events, one block per kind (own/foreign as seen from the caller's role)
     # (placed_on_market: the instrument has no operator yet, so any operator passes the guard)
     *spec(EVENTS, variant="placed_on_market", scoped=True, missing=EVENT_MISSING,
@@ -279,6 +290,8 @@ MATRIX: list[Row] = [
     *spec("GET /api/v1/declarations/{declaration_id}", scoped=True,
           missing={"admin": 403, "nb": 404, "man": 404, "op": 403, "auth": 404},
           admin=403, nb=(OK, 403), man=(OK, 403), op=403, auth=OK),
+    # -- measurements: head-end systems forward batches; each batch proves itself ------------
+    *spec("POST /api/v1/ingest/batches", admin=403, nb=403, man=OK, op=OK, auth=403),
 ]
 # fmt: on
 
@@ -297,6 +310,9 @@ class Req:
     target: str | None = None  # id a list must (OK) or must not (HIDDEN) contain
     on_allowed: Callable[[httpx.Response], str | None] | None = None
     on_denied: Callable[[], str | None] | None = None
+    #: a body other than JSON (sent as is, with ``headers``)
+    content: bytes | None = None
+    headers: dict[str, str] | None = None
 
 
 _PREPARE = {
@@ -474,11 +490,16 @@ class Scenario:
     def check(self, row: Row) -> list[str]:
         req = BUILDERS[row.endpoint](self, row)
         assert req.method == row.method, f"{row}: builder sent {req.method}"
-        headers = self.headers(row.caller)
+        headers = {**self.headers(row.caller), **(req.headers or {})}
         before = self.snapshot()
-        resp = self.client.request(
-            req.method, req.path, json=req.json, params=req.params, headers=headers
-        )
+        if req.content is not None:
+            resp = self.client.request(
+                req.method, req.path, content=req.content, params=req.params, headers=headers
+            )
+        else:
+            resp = self.client.request(
+                req.method, req.path, json=req.json, params=req.params, headers=headers
+            )
         got = f"got {resp.status_code} {resp.text[:300]}"
         if row.expected in (OK, HIDDEN) or cast(int, row.expected) < 300:
             if not 200 <= resp.status_code < 300:
@@ -589,6 +610,18 @@ def _token_by_proof(s: Scenario, row: Row) -> Req:
         return None if me.json().get("party_id") == party.id else f"token is not {party.id}'s"
 
     return Req("POST", f"{API_PREFIX}/auth/token", json=body, on_allowed=works)
+
+
+@builds("POST /api/v1/public/verify")
+def _public_verify(s: Scenario, row: Row) -> Req:
+    value = read_container((OCMF_FIXTURES / "keba_test.xml").read_bytes(), "keba_test.xml")[0]
+    body = {"ocmf": value.signed_data, "public_key": value.public_key}
+    return Req(
+        "POST",
+        f"{API_PREFIX}/public/verify",
+        json=body,
+        on_allowed=lambda r: None if r.json()["verdict"] == "valid" else r.text,
+    )
 
 
 @builds("GET /api/v1/me")
@@ -835,6 +868,44 @@ def _register(s: Scenario, row: Row) -> Req:
     )
 
 
+@builds("POST /api/v1/ingest/batches")
+def _ingest(s: Scenario, row: Row) -> Req:
+    ins = s.instrument("A")
+    line = encode_batch(
+        PrivateKey.generate(),
+        instrument=ins["id"],
+        counter=1,
+        prev=GENESIS_PREV,
+        software="ab" * 32,
+        quantity="1-0:1.8.0",
+        unit="kWh",
+        t=[1_790_000_000_000 + s.n()],
+        value=[1.0],
+        status=[0],
+    ).wire()
+
+    def quarantined() -> bool:
+        with s.node.db.read() as conn:
+            return (
+                conn.execute(select(quarantine.c.id).where(quarantine.c.wire == line)).first()
+                is not None
+            )
+
+    def answered(r: httpx.Response) -> str | None:
+        if r.json()["outcomes"][0].get("reason") != "unknown-key":
+            return f"expected the unknown key to be named, got {r.text[:200]}"
+        return None if quarantined() else "not quarantined"
+
+    return Req(
+        "POST",
+        f"{API_PREFIX}/ingest/batches",
+        content=line,
+        headers={"Content-Type": "application/x-ndjson"},
+        on_allowed=answered,
+        on_denied=lambda: "quarantined anyway" if quarantined() else None,
+    )
+
+
 @builds("GET /api/v1/instruments")
 def _search(s: Scenario, row: Row) -> Req:
     ins = s.instrument_for(row)
@@ -851,6 +922,16 @@ def _instrument(s: Scenario, row: Row) -> Req:
 @builds("GET /api/v1/instruments/{instrument_id}/events")
 def _events(s: Scenario, row: Row) -> Req:
     return _get(f"/instruments/{s.instrument_for(row)['id']}/events")
+
+
+@builds("GET /api/v1/instruments/{instrument_id}/measurements")
+def _measurements(s: Scenario, row: Row) -> Req:
+    return _get(f"/instruments/{s.instrument_for(row)['id']}/measurements")
+
+
+@builds("GET /api/v1/instruments/{instrument_id}/flags")
+def _flags(s: Scenario, row: Row) -> Req:
+    return _get(f"/instruments/{s.instrument_for(row)['id']}/flags")
 
 
 EVENT_STATE = {
@@ -1074,6 +1155,10 @@ def test_refused_callers_are_refused_before_their_signature_is_checked(
     assert not failures, "\n".join(failures)
 
 
+#: writes whose body is not JSON (NDJSON of signed batches)
+NOT_JSON = {"POST /api/v1/ingest/batches"}
+
+
 @pytest.mark.parametrize("endpoint", sorted(e for e in WRITES if not e.startswith("DELETE")))
 def test_allowed_callers_get_their_garbage_body_rejected(
     client: TestClient, world: World, endpoint: str
@@ -1082,8 +1167,11 @@ def test_allowed_callers_get_their_garbage_body_rejected(
     scenario = Scenario(client, world)
     row = next(r for r in MATRIX if r.endpoint == endpoint and r.expected in (OK, 201))
     resp, changed = scenario.send_raw(row, b"{not json")
-    assert resp.status_code == 400, (str(row), resp.text)
-    assert resp.json()["type"].endswith("/malformed-json")
+    if endpoint in NOT_JSON:  # the body is not JSON at all: a JSON body is the wrong type
+        assert resp.status_code == 415, (str(row), resp.text)
+    else:
+        assert resp.status_code == 400, (str(row), resp.text)
+        assert resp.json()["type"].endswith("/malformed-json")
     assert not changed
 
 

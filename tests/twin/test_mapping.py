@@ -230,7 +230,7 @@ def test_time_series_points_at_the_measurements_endpoint(fleet: Fleet) -> None:
     values = _values(sm["submodelElements"])
     segment = _values(_values(values["Segments"])["LinkedSegment"])
     assert segment["Endpoint"] == f"{BASE}/api/v1/instruments/{iid}/measurements"
-    assert values["MeasurementsAvailable"] == "false"
+    assert values["MeasurementsAvailable"] == "true"
 
 
 def test_the_twin_is_a_view_a_new_event_shows_in_the_next_rendering(fleet: Fleet) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -13,8 +15,17 @@ from metrocloud.api import aas
 from metrocloud.api.aas._fast import AasFastLane
 from metrocloud.api.deps import BODY_MODELS
 from metrocloud.api.problems import install_problem_handlers
-from metrocloud.api.routes import certificates, instruments, parties, public
+from metrocloud.api.routes import (
+    certificates,
+    flags,
+    ingest,
+    instruments,
+    parties,
+    public,
+)
+from metrocloud.api.routes import measurements as readings
 from metrocloud.api.schemas import Problem
+from metrocloud.services import measurements
 from metrocloud.services.node import Node
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -38,10 +49,28 @@ _ERRORS = {
 }
 
 
-def create_app(node: Node, *, fast_lane: bool = True) -> FastAPI:
+def create_app(node: Node, *, fast_lane: bool = True, background: bool = False) -> FastAPI:
     """The node's application; ``fast_lane=False`` sends every request through the framework
-    (tests compare the two: :mod:`metrocloud.api.aas._fast`)."""
+    (tests compare the two: :mod:`metrocloud.api.aas._fast`). ``background`` runs the
+    node's background work while the app serves: the lake writer
+    (:func:`metrocloud.services.measurements.start_lake`) and, when the node has an MQTT
+    broker (setting ``mqtt``), the MQTT intake (``measurements.start_mqtt``)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if background:
+            measurements.start_lake(node)
+            if node.settings.mqtt:
+                measurements.start_mqtt(node, node.settings.mqtt)
+        try:
+            yield
+        finally:
+            if background:
+                measurements.stop_mqtt(node)
+                measurements.stop_lake(node)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="metrocloud node API",
         version=__version__,
         description=_DESCRIPTION,
@@ -51,8 +80,18 @@ def create_app(node: Node, *, fast_lane: bool = True) -> FastAPI:
     )
     app.state.node = node
     install_problem_handlers(app)
-    for r in (public.router, parties.router, certificates.router, instruments.router):
+    for r in (
+        public.router,
+        parties.router,
+        certificates.router,
+        instruments.router,
+        ingest.router,
+        flags.router,
+        readings.router,
+    ):
         app.include_router(r, prefix=API_PREFIX)
+    app.include_router(ingest.metrics_router)
+
     app.include_router(aas.router, prefix=aas.AAS_PREFIX)
     aas.install_error_format(app, aas.AAS_PREFIX)  # AAS Part 2 Result bodies there
     if fast_lane:

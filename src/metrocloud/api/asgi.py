@@ -17,4 +17,4 @@ __all__ = ["app_from_environment"]
 
 
 def app_from_environment() -> FastAPI:
-    return create_app(Node.open(Settings(), create=False))
+    return create_app(Node.open(Settings(), create=False), background=True)

@@ -114,6 +114,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             404: "Not found",
             405: "Method not allowed",
             413: "Content too large",
+            415: "Unsupported media type",
             429: "Too many requests",
         }
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"

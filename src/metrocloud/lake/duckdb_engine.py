@@ -59,6 +59,7 @@ SELECT instrument, category, day, t, quantity, value, unit, status, batch_counte
 FROM {src}
 WHERE instrument = $instrument {where}
 ORDER BY quantity, t
+{limit}
 """
 
 # per register and day: first and last value; consumption against the previous day's last
@@ -295,6 +296,9 @@ class DuckDBEngine:
         quantity: str | None = None,
         start: Bound = None,
         end: Bound = None,
+        *,
+        after: tuple[str, datetime] | None = None,
+        limit: int | None = None,
     ) -> pa.Table:
         lo, hi = time_bounds(start, end)
         where, params = _time_filter(lo, hi)
@@ -302,9 +306,18 @@ class DuckDBEngine:
         if quantity is not None:
             where += " AND quantity = $quantity"
             params["quantity"] = quantity
+        if after is not None:
+            where += (
+                " AND (quantity > $after_quantity OR (quantity = $after_quantity AND t > $after_t))"
+            )
+            params["after_quantity"], params["after_t"] = after
+        tail = ""
+        if limit is not None:
+            tail = "LIMIT $limit"
+            params["limit"] = int(limit)
         src = self._src(None, *_days_of(lo, hi))
         return self._run(
-            INSTRUMENT_READINGS_SQL.format(src=src, where=where),
+            INSTRUMENT_READINGS_SQL.format(src=src, where=where, limit=tail),
             params,
             INSTRUMENT_READINGS_SCHEMA,
         )

@@ -106,8 +106,13 @@ class LakeEngine(Protocol):
         quantity: str | None = None,
         start: Bound = None,
         end: Bound = None,
+        *,
+        after: tuple[str, datetime] | None = None,
+        limit: int | None = None,
     ) -> pa.Table:
-        """The readings of one instrument (one register if ``quantity``), t in [start, end).
+        """The readings of one instrument (one register if ``quantity``), t in [start, end),
+        in (quantity, t) order; with ``after``, only those past that (quantity, t) key, and
+        at most ``limit`` of them (keyset paging in the engine).
 
         Partitions outside the days of the window are not read."""
         ...

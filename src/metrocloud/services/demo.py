@@ -5,6 +5,9 @@ examination certificates across electricity, gas, water, heat, fuel dispensers, 
 EV charging; 10,000 instruments with device keys and life-cycle histories (placed on the
 market, put into service, verified, relocated, repaired, updated, out of service,
 decommissioned), one suspended and one withdrawn certificate. Deterministic for a seed.
+The first certificate (an electricity meter of the first manufacturer) also approves the
+reference device's software, so ``metrocloud device init`` can provision devices of that
+type with the demo's manufacturer token.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from metrocloud.device import reference_software
 from metrocloud.domain.categories import InstrumentCategory
 from metrocloud.domain.certificates import CertificateAction, ConformityModule
 from metrocloud.domain.instruments import EventKind
@@ -152,6 +156,12 @@ class _Seeder:
             cat, acc, model = _TYPES[(i + i // len(mans)) % len(_TYPES)]
             nb = nbs[i % len(nbs)]
             sw_name = f"{model.split()[0]}-FW"
+            software: tuple[SoftwareIdentification, ...] = (
+                _software(sw_name, "1.0.0"),
+                _software(sw_name, "1.1.0"),
+            )
+            if i == 0:  # the reference device (metrocloud device init) runs on this type
+                software += (reference_software().identification,)
             issued = today - timedelta(days=self.rng.randint(200, 3000))
             draft = certs.CertificateDraft(
                 number=f"{nb['country']}-{nb['nb_number']}-{issued.year % 100:02d}-{i + 1:04d}",
@@ -159,7 +169,7 @@ class _Seeder:
                 category=cat,
                 model=model,
                 accuracy_class=acc,
-                software=(_software(sw_name, "1.0.0"), _software(sw_name, "1.1.0")),
+                software=software,
                 module=ConformityModule.B,
                 issued_on=issued,
                 valid_until=issued.replace(year=issued.year + 10),

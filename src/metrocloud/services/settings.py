@@ -35,6 +35,32 @@ class Settings(BaseSettings):
     )
     token_ttl_days: int = Field(default=90, description="Lifetime of issued bearer tokens.")
     max_batch: int = Field(default=10_000, description="Most instruments in one registration.")
+    public_verify_per_minute: int = Field(
+        default=60,
+        ge=0,
+        description="Requests a minute one client address may send to POST /api/v1/public/verify "
+        "(bursts of up to 20); 0 turns the limit off.",
+    )
+
+    lake_dir: Path | None = Field(
+        default=None, description="Directory of the measurement lake; default data_dir/lake."
+    )
+    mqtt: str | None = Field(
+        default=None,
+        description="MQTT broker the intake subscribes to (mqtt://HOST:PORT); none: HTTP only.",
+    )
+    intake_max_lines: int = Field(
+        default=10_000, ge=1, description="Most signed batches in one POST /api/v1/ingest/batches."
+    )
+    intake_max_skew_s: int = Field(
+        default=300, ge=0, description="How far readings may lie ahead of the node's clock."
+    )
+    intake_max_age_days: int = Field(
+        default=400, ge=1, description="How old readings may be when they arrive."
+    )
+
+    def lake_path(self) -> Path:
+        return self.lake_dir or self.data_dir / "lake"
 
     def database_url(self) -> str:
         if self.db:

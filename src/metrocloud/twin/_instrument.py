@@ -40,7 +40,7 @@ from metrocloud.twin.views import InstrumentView
 
 __all__ = ["MEASUREMENTS_PATH", "RENDERERS"]
 
-#: where the node will serve an instrument's signed measurements (the lake, a later release)
+#: where the node serves an instrument's signed measurements (from the lake)
 MEASUREMENTS_PATH = "/api/v1/instruments/{id}/measurements"
 
 _VERIFICATION_KINDS = (EventKind.VERIFIED.value, EventKind.VERIFICATION_FAILED.value)
@@ -276,8 +276,9 @@ def _life_cycle(v: InstrumentView, _base_url: str) -> aas.Submodel:
 def _time_series(v: InstrumentView, base_url: str) -> aas.Submodel:
     """IDTA 02008-1-1 Time Series: one LinkedSegment at the node's measurements endpoint.
 
-    The endpoint answers once the metrological data lake exists (a later release);
-    ``MeasurementsAvailable`` says so in the meantime, and the segment is ``in progress``.
+    The endpoint serves the readings from the metrological data lake (keyset pages by
+    quantity and time, ``start``/``end``/``quantity`` filters; the instrument's readers, with
+    the access log). The series grows as the device sends: the segment is ``in progress``.
     """
     i = v.instrument
     endpoint = base_url.rstrip("/") + MEASUREMENTS_PATH.format(id=i.id)
@@ -322,8 +323,9 @@ def _time_series(v: InstrumentView, base_url: str) -> aas.Submodel:
                             mlp("Name", "Signed measurements", ts(_idta.TS_SEGMENT_NAME)),
                             mlp(
                                 "Description",
-                                "Not yet available: the node serves measurements once its "
-                                "metrological data lake is in place",
+                                "GET with a bearer token (the instrument's readers): pages of "
+                                "{t, quantity, value, unit, status, batch_counter} from the "
+                                "node's metrological data lake; query start, end, quantity",
                                 ts(_idta.TS_SEGMENT_DESCRIPTION),
                             ),
                             prop("State", "in progress", ts(_idta.TS_STATE)),
@@ -333,7 +335,7 @@ def _time_series(v: InstrumentView, base_url: str) -> aas.Submodel:
                     )
                 ],
             ),
-            prop("MeasurementsAvailable", boolean(False), mc("MeasurementsAvailable"), XS.BOOLEAN),
+            prop("MeasurementsAvailable", boolean(True), mc("MeasurementsAvailable"), XS.BOOLEAN),
         ],
         "Time series (IDTA 02008-1-1) of the instrument's signed measurements",
     )

@@ -1,0 +1,139 @@
+"""Signed measurement batches over HTTP, and the node's metrics (Prometheus)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from metrocloud.api.deps import CurrentActor, GuardedRoute, NodeDep, guard
+from metrocloud.domain.errors import InvalidInput
+from metrocloud.ingest import REASONS
+from metrocloud.services import measurements as svc
+from metrocloud.services.node import Node
+
+router = APIRouter(route_class=GuardedRoute)
+metrics_router = APIRouter()
+
+#: most bytes in one POST /ingest/batches (10,000 batches of 96 readings fit)
+MAX_BODY = 64 * 1024 * 1024
+_registries: dict[int, CollectorRegistry] = {}
+_MEDIA = ("application/x-ndjson", "application/jsonl", "text/plain")
+
+
+class Outcome(BaseModel):
+    status: str = Field(description="accepted, duplicate or rejected")
+    reason: str | None = Field(None, description="why it was quarantined (rejected only)")
+    detail: str | None = Field(None, description="the evidence for the reason")
+    instrument: str | None = None
+    counter: int | None = None
+    readings: int = 0
+    flags: list[str] = Field(default_factory=list, description="e.g. counter-gap")
+
+
+class IngestResult(BaseModel):
+    accepted: int
+    duplicate: int
+    rejected: int
+    outcomes: list[Outcome]
+
+
+@router.post(
+    "/ingest/batches",
+    response_model=IngestResult,
+    operation_id="ingest_batches",
+    tags=["measurements"],
+    summary="Submit devices' signed measurement batches (one wire line each)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                m: {"schema": {"type": "string", "description": "MCB1 wire lines, one a line"}}
+                for m in _MEDIA
+            },
+        }
+    },
+)
+@guard(*svc.SENDERS, action="forward devices' signed batches")
+async def ingest_batches(request: Request, node: NodeDep, actor: CurrentActor) -> Response:
+    """Each line a signed batch (``MCB1.<payload>.<signature>``, docs/device.md). The answer
+    lists one outcome per line, in order, once all are durable: ``accepted``, ``duplicate``
+    (an exact replay, stored once) or ``rejected`` with the reason it was quarantined for."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in _MEDIA:
+        raise HTTPException(
+            415, f"send the batches as {_MEDIA[0]} (one MCB1 wire line per line), not {media!r}"
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise HTTPException(413, f"request body exceeds {MAX_BODY} bytes; send fewer batches")
+    lines = [line for line in bytes(body).split(b"\n") if line.strip()]
+    if not lines:
+        raise InvalidInput("the request holds no batch: send one MCB1 wire line per line")
+    outcomes = await run_in_threadpool(svc.submit_batches, node, actor, lines, "http")
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    for o in outcomes:
+        counts[o.status] += 1
+    payload = {**counts, "outcomes": [o.as_dict() for o in outcomes]}
+    return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
+
+
+class _IntakeCollector(Collector):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Any]:
+        counts = svc.intake(self.node).counts
+        worker = str(os.getpid())
+        batches = CounterMetricFamily(
+            "metrocloud_intake_batches",
+            "Signed batches by outcome (accepted, duplicate, rejected) since this worker started",
+            labels=["outcome", "worker"],
+        )
+        for outcome in ("accepted", "duplicate", "rejected"):
+            batches.add_metric([outcome, worker], counts.batches.get(outcome, 0))
+        yield batches
+        readings = CounterMetricFamily(
+            "metrocloud_intake_readings_accepted",
+            "Readings in accepted batches since this worker started",
+            labels=["worker"],
+        )
+        readings.add_metric([worker], counts.readings_accepted)
+        yield readings
+        rejected = CounterMetricFamily(
+            "metrocloud_intake_quarantined",
+            "Batches quarantined, by reason, since this worker started",
+            labels=["reason", "worker"],
+        )
+        for reason in REASONS:
+            rejected.add_metric([reason, worker], counts.rejected.get(reason, 0))
+        yield rejected
+        lake = svc.lake_service(self.node)
+        flusher = lake.flusher if lake is not None else None
+        flushed = GaugeMetricFamily(
+            "metrocloud_lake_readings_flushed",
+            "Readings this worker moved into the lake (0 unless it holds the lake writer lock)",
+            labels=["worker"],
+        )
+        flushed.add_metric([worker], flusher.readings_flushed if flusher else 0)
+        yield flushed
+
+
+@metrics_router.get("/metrics", include_in_schema=False)
+def metrics(node: NodeDep) -> Response:
+    """Prometheus text format; counts only (no identifiers, no secrets)."""
+    registry = _registries.get(id(node))
+    if registry is None:
+        registry = _registries[id(node)] = CollectorRegistry()
+        registry.register(_IntakeCollector(node))
+    return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
