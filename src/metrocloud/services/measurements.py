@@ -112,7 +112,11 @@ class LakeService:
     def _take(self) -> bool:
         try:
             self._lake = Lake.open(self.root, create=True)
-        except Conflict:
+        except Conflict:  # another process is the writer; take over when it stops
+            return False
+        except Exception as exc:  # a lake that cannot be opened: say so, keep trying
+            # (accepted batches wait in the intake log meanwhile; nothing is lost)
+            log.error("lake writer: cannot open the lake at %s: %s", self.root, exc)
             return False
         self.flusher = LakeFlusher(self.node.db, self._lake)
         self.flusher.start()
