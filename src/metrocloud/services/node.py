@@ -58,7 +58,9 @@ class Node:
     log: TransparencyLog
     clock: Callable[[], datetime] = field(default=_utcnow)
     #: authenticated tokens, briefly (services.parties.cached_actor); never persisted
-    auth_cache: dict[str, tuple[float, Any, str | None]] = field(default_factory=dict, repr=False)
+    auth_cache: dict[str, tuple[float, Any, datetime | None]] = field(
+        default_factory=dict, repr=False
+    )
 
     @classmethod
     def open(cls, settings: Settings, *, create: bool = True) -> Node:

@@ -22,6 +22,7 @@ from metrocloud.services.common import (
 from metrocloud.services.node import Node
 from metrocloud.store.ids import new_id
 from metrocloud.store.schema import credentials, parties
+from metrocloud.trust._time import parse_utc_timestamp
 from metrocloud.trust.credentials import (
     check_secret,
     issue_token,
@@ -216,7 +217,7 @@ def cached_actor(node: Node, token: str) -> Actor | None:
         return None
     checked, actor, expires_at = hit
     if time.monotonic() - checked > AUTH_CACHE_SECONDS or (
-        expires_at is not None and expires_at < utc_timestamp(node.now())
+        expires_at is not None and expires_at < node.now()
     ):
         node.auth_cache.pop(_cache_key(token), None)
         return None
@@ -250,7 +251,8 @@ def authenticate(node: Node, token: str) -> Actor:
     )
     if len(node.auth_cache) >= _AUTH_CACHE_MAX:
         node.auth_cache.clear()
-    node.auth_cache[_cache_key(token)] = (time.monotonic(), actor, row.expires_at)
+    expires = None if row.expires_at is None else parse_utc_timestamp(row.expires_at)
+    node.auth_cache[_cache_key(token)] = (time.monotonic(), actor, expires)
     return actor
 
 

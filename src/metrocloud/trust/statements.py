@@ -30,6 +30,7 @@ __all__ = [
     "SignedStatement",
     "Statement",
     "parse_request_signature",
+    "parse_utc_timestamp",
     "sign_request",
     "sign_statement",
     "utc_timestamp",
