@@ -25,8 +25,12 @@ from metrocloud.lake.dataset import Lake
 from metrocloud.lake.engine import (
     COUNTER_ANOMALIES_SCHEMA,
     DAILY_CONSUMPTION_SCHEMA,
+    FLAT_RUNS_SCHEMA,
     FLEET_SUMMARY_SCHEMA,
+    GRID_OFFSETS_SCHEMA,
     INSTRUMENT_READINGS_SCHEMA,
+    REFERENCE_PAIRS_SCHEMA,
+    REFERENCE_SUFFIX,
     Bound,
     day_bounds,
     time_bounds,
@@ -191,6 +195,61 @@ FROM {src}
 WHERE true {where}
 GROUP BY category, day
 ORDER BY category, day
+"""
+
+# each reference reading with the register's last reading at or before it (as-of join)
+REFERENCE_PAIRS_SQL: Final = """
+WITH ref AS (
+    SELECT instrument, left(quantity, length(quantity) - $suffix_len) AS quantity, t,
+           value AS reference
+    FROM {src}
+    WHERE ends_with(quantity, $suffix) {where}
+), reg AS (
+    SELECT instrument, quantity, t, value AS register
+    FROM {src}
+    WHERE NOT ends_with(quantity, $suffix) {where}
+)
+SELECT ref.instrument, ref.quantity, ref.t, ref.reference, reg.register
+FROM ref ASOF JOIN reg
+  ON ref.instrument = reg.instrument AND ref.quantity = reg.quantity AND ref.t >= reg.t
+ORDER BY ref.instrument, ref.quantity, ref.t
+"""
+
+# runs of equal consecutive values per register (gaps-and-islands on value changes)
+FLAT_RUNS_SQL: Final = """
+WITH steps AS (
+    SELECT instrument, quantity, t, value,
+           CASE WHEN value IS NOT DISTINCT FROM lag(value) OVER w THEN 0 ELSE 1 END AS change
+    FROM {src}
+    WHERE NOT ends_with(quantity, $suffix) {where}
+    WINDOW w AS (PARTITION BY instrument, quantity ORDER BY t)
+), runs AS (
+    SELECT *, sum(change) OVER (PARTITION BY instrument, quantity ORDER BY t) AS run
+    FROM steps
+)
+SELECT instrument, quantity, min(t) AS first_t, max(t) AS last_t, count(*) AS readings,
+       any_value(value) AS value
+FROM runs
+GROUP BY instrument, quantity, run
+HAVING epoch_ms(max(t)) - epoch_ms(min(t)) >= $min_ms
+ORDER BY instrument, quantity, first_t
+"""
+
+# per register and day: the readings' offsets from the nearest point of the time grid
+GRID_OFFSETS_SQL: Final = """
+WITH o AS (
+    SELECT instrument, quantity, day,
+           ((epoch_ms(t) % $grid_ms) + $grid_ms) % $grid_ms AS r
+    FROM {src}
+    WHERE NOT ends_with(quantity, $suffix) {where}
+)
+SELECT instrument, quantity, day, count(*) AS readings,
+       count(*) FILTER (WHERE r <> 0) AS off_grid,
+       median(CASE WHEN r * 2 > $grid_ms THEN r - $grid_ms ELSE r END)::DOUBLE
+           AS median_offset_ms
+FROM o
+GROUP BY instrument, quantity, day
+ORDER BY instrument, quantity, day
 """
 
 
@@ -405,6 +464,54 @@ class DuckDBEngine:
         return self._run(
             FLEET_SUMMARY_SQL.format(src=src, where=where), params, FLEET_SUMMARY_SCHEMA
         )
+
+    def _window(
+        self, start: Bound, end: Bound, category: str | None
+    ) -> tuple[str, str, dict[str, Any]]:
+        lo, hi = time_bounds(start, end)
+        where, params = _time_filter(lo, hi)
+        if category is not None:
+            where += " AND category = $category"
+            params["category"] = category
+        params["suffix"] = REFERENCE_SUFFIX
+        return self._src(category, *_days_of(lo, hi)), where, params
+
+    def reference_pairs(
+        self, start: Bound = None, end: Bound = None, category: str | None = None
+    ) -> pa.Table:
+        src, where, params = self._window(start, end, category)
+        params["suffix_len"] = len(REFERENCE_SUFFIX)
+        return self._run(
+            REFERENCE_PAIRS_SQL.format(src=src, where=where), params, REFERENCE_PAIRS_SCHEMA
+        )
+
+    def flat_runs(
+        self,
+        start: Bound = None,
+        end: Bound = None,
+        category: str | None = None,
+        min_duration: timedelta = timedelta(hours=1),
+    ) -> pa.Table:
+        if not isinstance(min_duration, timedelta) or min_duration < timedelta(0):
+            raise InvalidInput(
+                f"min_duration must be a non-negative timedelta, got {min_duration!r}"
+            )
+        src, where, params = self._window(start, end, category)
+        params["min_ms"] = min_duration // timedelta(milliseconds=1)
+        return self._run(FLAT_RUNS_SQL.format(src=src, where=where), params, FLAT_RUNS_SCHEMA)
+
+    def grid_offsets(
+        self,
+        start: Bound = None,
+        end: Bound = None,
+        category: str | None = None,
+        grid: timedelta = timedelta(minutes=15),
+    ) -> pa.Table:
+        if not isinstance(grid, timedelta) or grid < timedelta(milliseconds=1):
+            raise InvalidInput(f"grid must be a timedelta of at least 1 ms, got {grid!r}")
+        src, where, params = self._window(start, end, category)
+        params["grid_ms"] = grid // timedelta(milliseconds=1)
+        return self._run(GRID_OFFSETS_SQL.format(src=src, where=where), params, GRID_OFFSETS_SCHEMA)
 
     def sql(self, query: str) -> pa.Table:
         return self._con.sql(query).to_arrow_table()

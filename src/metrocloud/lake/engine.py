@@ -32,8 +32,12 @@ from metrocloud.lake.schema import READINGS_SCHEMA
 __all__ = [
     "COUNTER_ANOMALIES_SCHEMA",
     "DAILY_CONSUMPTION_SCHEMA",
+    "FLAT_RUNS_SCHEMA",
     "FLEET_SUMMARY_SCHEMA",
+    "GRID_OFFSETS_SCHEMA",
     "INSTRUMENT_READINGS_SCHEMA",
+    "REFERENCE_PAIRS_SCHEMA",
+    "REFERENCE_SUFFIX",
     "Bound",
     "LakeEngine",
     "day_bounds",
@@ -83,6 +87,42 @@ FLEET_SUMMARY_SCHEMA: Final = pa.schema(
         ("readings", pa.int64()),
         ("first_t", _TS),
         ("last_t", _TS),
+    ]
+)
+
+#: quantity suffix of a reference (check) meter's readings of a register (docs/sim.md 3.2)
+REFERENCE_SUFFIX: Final = "*ref"
+#: reference_pairs: one row per reference reading with its register reading, by
+#: (instrument, quantity, t); ``quantity`` is the register's
+REFERENCE_PAIRS_SCHEMA: Final = pa.schema(
+    [
+        ("instrument", pa.string()),
+        ("quantity", pa.string()),
+        ("t", _TS),
+        ("reference", pa.float64()),
+        ("register", pa.float64()),
+    ]
+)
+#: flat_runs: one row per run of equal consecutive values, by (instrument, quantity, first_t)
+FLAT_RUNS_SCHEMA: Final = pa.schema(
+    [
+        ("instrument", pa.string()),
+        ("quantity", pa.string()),
+        ("first_t", _TS),
+        ("last_t", _TS),
+        ("readings", pa.int64()),
+        ("value", pa.float64()),
+    ]
+)
+#: grid_offsets: one row per (instrument, quantity, day), in that order
+GRID_OFFSETS_SCHEMA: Final = pa.schema(
+    [
+        ("instrument", pa.string()),
+        ("quantity", pa.string()),
+        ("day", pa.date32()),
+        ("readings", pa.int64()),
+        ("off_grid", pa.int64()),
+        ("median_offset_ms", pa.float64()),
     ]
 )
 
@@ -138,6 +178,39 @@ class LakeEngine(Protocol):
         self, start: date | None = None, end: date | None = None, category: str | None = None
     ) -> pa.Table:
         """Per (category, day): distinct instruments, readings, first and last t."""
+        ...
+
+    def reference_pairs(
+        self, start: Bound = None, end: Bound = None, category: str | None = None
+    ) -> pa.Table:
+        """Each reference reading (quantity ``<register>*ref``, t in [start, end)) with the
+        register's value at the same device time: its last reading at or before t (the
+        simulator stamps the reference 1 ms after it). Register readings before ``start`` are
+        not consulted; a reference without a register reading is left out."""
+        ...
+
+    def flat_runs(
+        self,
+        start: Bound = None,
+        end: Bound = None,
+        category: str | None = None,
+        min_duration: timedelta = timedelta(hours=1),
+    ) -> pa.Table:
+        """Maximal runs of consecutive readings of a register (reference quantities
+        excluded) with one value, t in [start, end), lasting at least ``min_duration``
+        (last_t - first_t)."""
+        ...
+
+    def grid_offsets(
+        self,
+        start: Bound = None,
+        end: Bound = None,
+        category: str | None = None,
+        grid: timedelta = timedelta(minutes=15),
+    ) -> pa.Table:
+        """Per register (reference quantities excluded) and day: readings, how many are not
+        on the time grid of step ``grid`` (epoch multiples), and the median signed offset
+        (ms) of the readings from their nearest grid point."""
         ...
 
     def sql(self, query: str) -> pa.Table:
