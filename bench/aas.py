@@ -2,6 +2,7 @@
 
     python bench/aas.py            # 10^5 shells against BaSyx, then 10^6 shells
     python bench/aas.py --quick    # the same code at 2,000 shells, BaSyx included (~1 min)
+    python bench/aas.py --compare-only   # 10^5 shells against BaSyx, without the 10^6 run
 
 The node's AAS Part 2 API (``/aas/api/v3.0`` of ``metrocloud serve``, read as an authority)
 and, in the same run, the Eclipse BaSyx Python SDK 1.2.1 HTTP server (``WSGIApp`` under
@@ -454,6 +455,11 @@ def main() -> None:
     ap.add_argument(
         "--workers", type=int, default=1, help="worker processes of our node (one per core)"
     )
+    ap.add_argument(
+        "--compare-only",
+        action="store_true",
+        help="only the comparison with BaSyx at 10^5 shells (not the 10^6 run)",
+    )
     args = ap.parse_args()
     global SERVE_WORKERS  # noqa: PLW0603 - one setting for the whole run
     SERVE_WORKERS = args.workers
@@ -469,7 +475,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="metrocloud-aas-bench-") as tmp:
         compare(Path(tmp), 2_000 if args.quick else 100_000, load, basyx_python, rng)
-    if not args.quick:
+    if not args.quick and not args.compare_only:
         with tempfile.TemporaryDirectory(prefix="metrocloud-aas-bench-") as tmp:
             at_scale(Path(tmp), 1_000_000, load, rng)
 
