@@ -417,8 +417,8 @@ def test_payload_too_large_is_refused_before_decoding() -> None:
         (_payload(value=[1, None, 3]), "value", "must hold numbers"),
         (_payload(value=[1, False, 3]), "value", "must hold numbers"),
         (_payload(value=[1, [2], 3]), "value", "must hold numbers"),
-        (_payload(status=[0, -1, 0]), "status", "from 0 to 4294967295"),
-        (_payload(status=[0, 2**32, 0]), "status", "from 0 to 4294967295"),
+        (_payload(status=[0, -1, 0]), "status", "from 0 to 2147483647"),
+        (_payload(status=[0, 2**31, 0]), "status", "from 0 to 2147483647"),
         (_payload(status=[0, 0.0, 0]), "status", "must hold integers"),
     ],
 )

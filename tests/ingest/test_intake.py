@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import base64
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -90,12 +95,12 @@ def setup(world: World) -> tuple[World, Intake, Meter]:
 
 def _quarantined(world: World) -> list[Any]:
     with world.node.db.read() as conn:
-        return conn.execute(select(quarantine).order_by(quarantine.c.id)).all()
+        return list(conn.execute(select(quarantine).order_by(quarantine.c.id)).all())
 
 
 def _stored(world: World) -> list[Any]:
     with world.node.db.read() as conn:
-        return conn.execute(select(intake_batches).order_by(intake_batches.c.id)).all()
+        return list(conn.execute(select(intake_batches).order_by(intake_batches.c.id)).all())
 
 
 def test_a_good_batch_is_accepted_and_stored_once_even_when_replayed(setup: Any) -> None:
@@ -273,4 +278,367 @@ def test_the_flusher_puts_every_accepted_reading_in_the_lake_exactly_once(
     assert sorted(_lake_rows(lake)) == expected  # each accepted reading once, none rejected
     assert all(r.wire is None and r.segment for r in _stored(world))  # wire bytes dropped
     assert flusher.flush_once() == 0
+    lake.close()
+
+
+# -- many submissions at once (group commit) ------------------------------------------------
+
+
+def _meters(world: World, n: int) -> list[Meter]:
+    cert = world.certificate(world.nb1, world.man1)
+    keys = [PrivateKey.generate(KeyAlgorithm.ECDSA_P256) for _ in range(n)]
+    refs, _ = inst.register_instruments(
+        world.node,
+        world.man1.actor,
+        [
+            inst.InstrumentDraft(
+                serial=f"G-{i}",
+                certificate_id=cert["id"],
+                region="DE21",
+                device_keys=(k.public_key.to_spki_b64(),),
+            )
+            for i, k in enumerate(keys)
+        ],
+    )
+    return [Meter(r["id"], k, software("1.0.0").checksum) for r, k in zip(refs, keys, strict=True)]
+
+
+def _submit_all(intake: Intake, meter: Meter, rounds: int, out: dict[str, Any]) -> None:
+    try:
+        out[meter.instrument] = [
+            intake.submit([meter.batch(1).wire(), meter.batch(2).wire()], "http")
+            for _ in range(rounds)
+        ]
+    except Exception as exc:  # pragma: no cover - reported by the assertion below
+        out[meter.instrument] = exc
+
+
+@contextmanager
+def _database_busy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """While inside, the intake's leader waits for the database (its write turn)."""
+    from metrocloud.ingest import intake as module
+
+    gate = threading.Lock()
+    monkeypatch.setattr(module, "write_turn", lambda db: gate)
+    with gate:
+        yield
+
+
+def _wait_queued(intake: Intake, n: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(intake._queue) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_concurrent_submissions_share_transactions_and_keep_each_chain(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meters = _meters(world, 6)
+    intake = Intake(world.node.db, clock=lambda: NOW)
+    out: dict[str, Any] = {}
+    threads = [threading.Thread(target=_submit_all, args=(intake, m, 1, out)) for m in meters]
+    with _database_busy(monkeypatch):  # every submission queues behind the first
+        for t in threads:
+            t.start()
+        _wait_queued(intake, len(meters))
+    for t in threads:
+        t.join()
+    assert intake.rounds == 1 and intake.submissions == len(meters)  # one shared transaction
+    for m in meters:
+        [outcomes] = out[m.instrument]
+        assert [(o.status, o.counter, o.readings) for o in outcomes] == [
+            ("accepted", 1, 1),
+            ("accepted", 2, 2),
+        ]
+    rows = _stored(world)
+    assert len(rows) == 2 * len(meters)
+    assert {(r.instrument_id, r.counter) for r in rows} == {
+        (m.instrument, c) for m in meters for c in (1, 2)
+    }
+    # and later submissions continue each chain
+    for m in meters:
+        [again] = intake.submit([m.batch().wire()], "http")
+        assert (again.status, again.counter, again.flags) == ("accepted", 3, ())
+
+
+def test_a_failing_submission_does_not_fail_the_others_of_its_transaction(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metrocloud.ingest import intake as module
+
+    meters = _meters(world, 3)
+    intake = Intake(world.node.db, clock=lambda: NOW)
+    real = module.Intake._decide_all
+
+    def decide_all(self: Intake, conn: Any, sub: Any, *args: Any) -> Any:
+        if sub.transport == "boom":
+            raise RuntimeError("storage hiccup")
+        return real(self, conn, sub, *args)
+
+    monkeypatch.setattr(module.Intake, "_decide_all", decide_all)
+    results: dict[str, Any] = {}
+
+    def send(m: Meter, transport: str) -> None:
+        try:
+            results[m.instrument] = intake.submit([m.batch().wire()], transport)
+        except RuntimeError as exc:
+            results[m.instrument] = exc
+
+    threads = [
+        threading.Thread(target=send, args=(m, t))
+        for m, t in zip(meters, ("http", "boom", "mqtt"), strict=True)
+    ]
+    with _database_busy(monkeypatch):
+        for t in threads:
+            t.start()
+        _wait_queued(intake, len(meters))
+    for t in threads:
+        t.join()
+    good, bad, other = (results[m.instrument] for m in meters)
+    assert isinstance(bad, RuntimeError)
+    assert [o.status for o in good] == ["accepted"] and [o.status for o in other] == ["accepted"]
+    assert {r.instrument_id for r in _stored(world)} == {meters[0].instrument, meters[2].instrument}
+
+
+def test_registry_facts_of_a_whole_submission_come_in_one_load(world: World) -> None:
+    meters = _meters(world, 4)
+    intake = Intake(world.node.db, clock=lambda: NOW)
+    loads: list[int] = []
+    real = intake._load
+
+    def counting(ids: Any) -> Any:
+        loads.append(len(ids))
+        return real(ids)
+
+    intake._load = counting  # type: ignore[method-assign]
+    lines = [m.batch().wire() for m in meters] + [meters[0].batch().wire()]
+    assert [o.status for o in intake.submit(lines, "http")] == ["accepted"] * 5
+    assert loads == [4]
+    intake.submit([meters[1].batch().wire()], "http")
+    assert loads == [4]  # cached (cache_seconds)
+
+
+# -- the flusher ----------------------------------------------------------------------------
+
+
+def _lake(tmp_path: Any) -> Any:
+    from metrocloud.lake import Lake
+
+    return Lake.open(tmp_path / "lake", create=True)
+
+
+def test_segments_are_bounded_by_readings_and_batches(setup: Any, tmp_path: Any) -> None:
+    from metrocloud.ingest import LakeFlusher
+
+    world, intake, meter = setup
+    batches = [meter.batch(4) for _ in range(7)]
+    intake.submit([b.wire() for b in batches], "http")
+    lake = _lake(tmp_path)
+    flusher = LakeFlusher(world.node.db, lake, max_batches=5, max_readings=10)
+    sizes = []
+    while n := flusher.flush_once():
+        sizes.append(n)
+    assert sizes == [8, 8, 8, 4]  # 10 readings allow two batches of 4; one batch at least
+    big = LakeFlusher(world.node.db, lake, max_readings=1)
+    intake.submit([meter.batch(4).wire()], "http")
+    assert big.flush_once() == 4 and big.segments_flushed == 1
+    assert len(_lake_rows(lake)) == 32
+    lake.close()
+
+
+def test_several_pending_segments_are_all_written_after_a_restart(
+    setup: Any, tmp_path: Any
+) -> None:
+    from metrocloud.ingest import LakeFlusher
+
+    world, intake, meter = setup
+    batches = [meter.batch() for _ in range(5)]
+    intake.submit([b.wire() for b in batches], "http")
+    lake = _lake(tmp_path)
+    crashed = LakeFlusher(world.node.db, lake, max_batches=2)
+    assert crashed._plan() and crashed._plan()  # two segments planned, then the process died
+    restarted = LakeFlusher(world.node.db, lake, max_batches=2)
+    assert restarted.flush_all() == 20
+    expected = sorted(
+        (meter.instrument, t, v, b.parse().counter)
+        for b in batches
+        for t, v in zip(b.parse().t, b.parse().value, strict=True)
+    )
+    assert sorted(_lake_rows(lake)) == expected
+    assert all(r.wire is None and r.segment for r in _stored(world))
+    assert {r.segment for r in _stored(world)} == {"intake-1-2", "intake-3-4", "intake-5-5"}
+    lake.close()
+
+
+def test_the_background_flusher_writes_everything_once(setup: Any, tmp_path: Any) -> None:
+    from metrocloud.ingest import LakeFlusher
+
+    world, intake, meter = setup
+    lake = _lake(tmp_path)
+    flusher = LakeFlusher(world.node.db, lake, max_batches=3, interval_s=0.01)
+    flusher.start()
+    sent = []
+    for _ in range(4):
+        sent += [meter.batch(2) for _ in range(4)]
+        intake.submit([b.wire() for b in sent[-4:]], "http")
+    deadline = time.monotonic() + 30
+    while flusher.readings_flushed < 32 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    flusher.stop()
+    assert flusher.readings_flushed == 32
+    assert len(_lake_rows(lake)) == 32
+    assert all(r.wire is None for r in _stored(world))
+    lake.close()
+
+
+def test_an_altered_intake_log_is_refused_not_written(setup: Any, tmp_path: Any) -> None:
+    from metrocloud.ingest import LakeFlusher
+    from metrocloud.ingest.flusher import IntakeLogCorrupt
+
+    world, intake, meter = setup
+    good, other = meter.batch(), meter.batch()
+    intake.submit([good.wire(), other.wire()], "http")
+    with world.node.db.write() as conn:
+        conn.execute(
+            update(intake_batches)
+            .where(intake_batches.c.counter == 2)
+            .values(wire=_tampered(other))
+        )
+    lake = _lake(tmp_path)
+    flusher = LakeFlusher(world.node.db, lake)
+    with pytest.raises(IntakeLogCorrupt, match=other.digest):
+        flusher.flush_once()
+    assert _lake_rows(lake) == []
+    lake.close()
+
+
+@pytest.mark.parametrize(
+    ("values", "quantity", "unit"),
+    [
+        ([1.5, 2, -3.25, 1e-7, 4.5e15, 123456789.125, 9007199254740991], "1-0:1.8.0", "kWh"),
+        ([0, 0.1, 5e-324, -9007199254740991, -0.5, 42, 3.0e-5], "Volumen Vₙ", "m³"),
+    ],
+)
+def test_the_fast_decoder_reads_payloads_as_json_does(
+    setup: Any, values: list[float], quantity: str, unit: str
+) -> None:
+    from metrocloud.ingest import flusher as module
+
+    _, _, meter = setup
+    n = len(values)
+    batches = [
+        meter.batch(
+            counter=c,
+            prev=GENESIS_PREV,
+            t=[T0 + c * 1000 + i for i in range(n)],
+            value=values,
+            status=[0, 1, 2**31 - 1, 7, 0, 3, 9][:n],
+            quantity=quantity,
+            unit=unit,
+        )
+        for c in (1, 2)
+    ]
+    payloads = [b.payload for b in batches]
+    matches = [module._CANONICAL.fullmatch(p) for p in payloads]
+    fast = module._canonical_fields([m.groups() for m in matches if m is not None])
+    assert fast is not None and None not in matches
+    for got, want in zip(fast, module._json_fields(payloads), strict=True):
+        assert got.equals(want) if hasattr(got, "equals") else got == want
+
+
+def test_busy_threads_step_aside_while_a_writer_holds_the_database() -> None:
+    from metrocloud.ingest.intake import _Turns
+
+    turns = _Turns()
+    order: list[str] = []
+    inside = threading.Event()
+    leave = threading.Event()
+
+    def writer() -> None:
+        with turns.writing():
+            inside.set()
+            leave.wait(10)
+            order.append("writer done")
+
+    def checker() -> None:
+        inside.wait(10)
+        turns.pause()  # waits for the writer
+        order.append("checker on")
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=checker)]
+    for t in threads:
+        t.start()
+    inside.wait(10)
+    time.sleep(0.05)
+    assert order == []
+    leave.set()
+    for t in threads:
+        t.join()
+    assert order == ["writer done", "checker on"]
+    with turns.flushing():
+        turns.pause_for_writers()  # the flusher does not wait for itself
+    assert not turns.busy
+
+
+def test_write_turns_queue_in_a_lock_file_next_to_a_sqlite_database(world: World) -> None:
+    from metrocloud.ingest.intake import write_turn
+
+    db = world.node.db
+    with write_turn(db):
+        pass
+    if db.is_sqlite:
+        database = Path(str(db.url.database)).resolve()
+        assert database.with_name(database.name + "-write.lock").exists()
+        assert database.with_name(database.name + "-flush.lock").exists()
+
+
+def test_a_crash_in_the_middle_of_planning_or_finishing_loses_and_repeats_nothing(
+    setup: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metrocloud.ingest import LakeFlusher
+    from metrocloud.ingest import flusher as module
+
+    world, intake, meter = setup
+    batches = [meter.batch() for _ in range(7)]
+    intake.submit([b.wire() for b in batches], "http")
+    monkeypatch.setattr(module, "_DB_CHUNK", 2)  # plan and finish in parts of two rows
+    lake = _lake(tmp_path)
+    flusher = LakeFlusher(world.node.db, lake)
+    real_write = world.node.db.write
+    calls = {"n": 0}
+
+    def dying_write() -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second part of the plan
+            raise RuntimeError("killed")
+        return real_write()
+
+    monkeypatch.setattr(world.node.db, "write", dying_write)
+    with pytest.raises(RuntimeError, match="killed"):
+        flusher.flush_once()
+    assert {r.segment for r in _stored(world)} == {"intake-1-7", None}  # two rows planned
+    calls["n"] = -100  # the finish dies later: after the lake committed the segment
+    assert LakeFlusher(world.node.db, lake).flush_once() == 8
+    calls["n"] = 0
+
+    def finish_dies() -> Any:
+        calls["n"] += 1
+        if calls["n"] == 6:  # plan: 3 parts of 2 rows (5 batches left); finish: 2nd part
+            raise RuntimeError("killed")
+        return real_write()
+
+    monkeypatch.setattr(world.node.db, "write", finish_dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        LakeFlusher(world.node.db, lake).flush_once()
+    monkeypatch.setattr(world.node.db, "write", real_write)
+    # the last batch's wire is still there: its segment is handed to the lake again, which
+    # already holds it (a no-op), and finished
+    assert LakeFlusher(world.node.db, lake).flush_all() == 4
+    expected = sorted(
+        (meter.instrument, t, v, b.parse().counter)
+        for b in batches
+        for t, v in zip(b.parse().t, b.parse().value, strict=True)
+    )
+    assert sorted(_lake_rows(lake)) == expected
+    assert all(r.wire is None and r.segment for r in _stored(world))
     lake.close()

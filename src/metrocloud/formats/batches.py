@@ -82,8 +82,8 @@ GENESIS_PREV = "0" * 64
 MAX_READINGS = 10_000
 #: largest payload accepted (10,000 readings of long floats fit comfortably)
 MAX_PAYLOAD_BYTES = 1 << 20
-#: largest ``status`` word: an unsigned 32-bit integer
-MAX_STATUS = 2**32 - 1
+#: largest ``status`` word: 31 bits (the lake stores it as a signed 32-bit integer)
+MAX_STATUS = 2**31 - 1
 #: the payload's fields, in canonical (sorted) order
 FIELDS = (
     "counter",

@@ -25,19 +25,38 @@ ones into ``quarantine`` with the reason and the evidence, counters advanced. An
 returned only after that transaction committed: "acknowledged" means durable. On SQLite the
 intake writes with ``synchronous=FULL`` (:meth:`Intake.open`), so a commit survives power
 loss as well as a killed process.
+
+Throughput (bench/ingest.py): checks 1 to 4, the CPU work, run in the caller's thread,
+outside any transaction (verifying a signature releases the interpreter lock, so callers
+verify in parallel), with the registry facts of all the submission's instruments read in
+one query and cached for ``cache_seconds``. The write transactions are shared (group
+commit): a caller whose lines are checked queues them; one of the queued callers, the
+*leader*, waits for its turn on the database (:func:`write_turn`), then decides and stores
+everything queued by then in one transaction, in arrival order, exactly as if the
+submissions had come one after the other, and wakes the others once it committed. If a
+shared transaction fails, each of its submissions is retried in a transaction of its own, so
+one submission's failure is never another's. While a thread of this process is inside a
+write transaction, the process's other busy threads step aside at their next line
+(:data:`TURNS`): the database's write lock, which every other writer of the node waits for,
+is never held by a thread that itself waits for the interpreter lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, Table, select
 
 from metrocloud.domain.certificates import CertificateStatus, effective_status
 from metrocloud.domain.errors import InvalidInput, VerificationError
@@ -99,6 +118,163 @@ _QUARANTINE_COLUMNS = (
     "wire",
 )
 _FLAG_COLUMNS = ("instrument_id", "kind", "detail", "at")
+_COUNTER_COLUMNS = ("key_id", "instrument_id", "counter", "digest", "last_t")
+#: ids per IN (...) list of a registry or counter query
+_CHUNK = 500
+#: most lines and wire bytes one leader takes into one round (one write transaction; at
+#: least one submission): the next writer, in any process, waits for it
+_MAX_ROUND_LINES = 20_000
+_MAX_ROUND_BYTES = 2 << 20
+#: cached registry facts / parsed device keys; the caches start over past this size
+_MAX_CACHED = 200_000
+
+
+class _Turns:
+    """Who runs Python in this process: a thread inside a write transaction first, then the
+    lake flusher's decoding, then the intake's checks.
+
+    A thread inside a write transaction holds the database's write lock: every other writer,
+    in any process, waits for it. It must not, in turn, wait for the interpreter lock behind
+    this process's busy threads (at every row it hands the interpreter lock over while SQLite
+    works). So the busy ones call a pause point between two units of work (a line checked, a
+    batch decoded) and wait there while a writer is inside :meth:`writing` (which it leaves
+    before its commit, a single call into SQLite). The checks also step aside while the lake
+    flusher decodes (:meth:`flushing`): the flusher is one thread, the checks are many, and
+    the lake falling behind the intake would only move the work to later.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._writers = 0
+        self._flushers = 0
+        #: hints read without the lock, at every pause point
+        self.writer_inside = False
+        self.busy = False
+
+    def _enter(self, writer: bool) -> None:
+        with self._cond:
+            if writer:
+                self._writers += 1
+                self.writer_inside = True
+            else:
+                self._flushers += 1
+            self.busy = True
+
+    def _leave(self, writer: bool) -> None:
+        with self._cond:
+            if writer:
+                self._writers -= 1
+                self.writer_inside = self._writers > 0
+            else:
+                self._flushers -= 1
+            self.busy = self._writers > 0 or self._flushers > 0
+            self._cond.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Inside a write transaction (never call a pause point in here)."""
+        self._enter(True)
+        try:
+            yield
+        finally:
+            self._leave(True)
+
+    @contextmanager
+    def flushing(self) -> Iterator[None]:
+        """The lake flusher's decoding (which pauses for writers only)."""
+        self._enter(False)
+        try:
+            yield
+        finally:
+            self._leave(False)
+
+    def pause(self) -> None:
+        """The intake's pause point: wait while a writer or the flusher works."""
+        if self.busy:
+            with self._cond:
+                while self._writers or self._flushers:
+                    self._cond.wait()
+
+    def pause_for_writers(self) -> None:
+        """The flusher's pause point: wait while a writer is inside."""
+        if self.writer_inside:
+            with self._cond:
+                while self._writers:
+                    self._cond.wait()
+
+
+#: this process's turns (the intake's checks and writes, the lake flusher's work)
+TURNS = _Turns()
+
+
+class _WriteTurn:
+    """One write transaction at a time on a SQLite file among the intake and the lake
+    flusher of all the node's processes, queued in the kernel (``flock`` on
+    ``<database>-write.lock``): the next writer is woken when the lock is released, where
+    SQLite's own busy handler retries after sleeps of up to 100 ms, leaving the database idle
+    meanwhile.
+
+    The lake flusher goes first (``priority``): it is one thread against many submissions,
+    and the lake falling behind the intake only moves the work to later. In this process a
+    condition orders the threads; across processes the flusher holds ``<database>-flush.lock``
+    while it waits, and the intake's writers wait for that lock to be free before they queue.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._cond = threading.Condition(threading.Lock())  # flock is per file, not thread
+        self._held = False
+        self._first = 0  # priority callers waiting
+        self._fd = os.open(path.with_name(path.name + "-write.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        self._flush_fd = os.open(
+            path.with_name(path.name + "-flush.lock"), os.O_RDWR | os.O_CREAT, 0o644
+        )
+
+    @contextmanager
+    def __call__(self, priority: bool) -> Iterator[None]:
+        with self._cond:
+            self._first += priority
+            while self._held or (self._first and not priority):
+                self._cond.wait()
+            self._first -= priority
+            self._held = True
+        try:
+            if priority:
+                fcntl.flock(self._flush_fd, fcntl.LOCK_EX)  # the intake's writers hold back
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX)
+                finally:
+                    fcntl.flock(self._flush_fd, fcntl.LOCK_UN)
+            else:
+                fcntl.flock(self._flush_fd, fcntl.LOCK_SH)  # no flusher waiting
+                fcntl.flock(self._flush_fd, fcntl.LOCK_UN)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            with self._cond:
+                self._held = False
+                self._cond.notify_all()
+
+
+_write_turns: dict[Path, _WriteTurn] = {}
+_write_turns_lock = threading.Lock()
+
+
+def write_turn(db: Database, *, priority: bool = False) -> AbstractContextManager[None]:
+    """Queue for a write transaction on ``db`` (see :class:`_WriteTurn`; a no-op off SQLite
+    files, where the database queues writers itself). ``priority``: before the others of
+    this process."""
+    name = db.url.database if db.is_sqlite else None
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return nullcontext()
+    path = Path(name).resolve()
+    with _write_turns_lock:
+        turn = _write_turns.get(path)
+        if turn is None:
+            turn = _write_turns[path] = _WriteTurn(path)
+    return turn(priority)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +304,14 @@ class Outcome:
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status}
-        for name in ("reason", "detail", "instrument", "counter"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if self.detail is not None:
+            out["detail"] = self.detail
+        if self.instrument is not None:
+            out["instrument"] = self.instrument
+        if self.counter is not None:
+            out["counter"] = self.counter
         out["readings"] = self.readings
         if self.flags:
             out["flags"] = list(self.flags)
@@ -167,13 +347,46 @@ class _Counter:
     new: bool = False
 
 
+#: one checked line: (line, payload or None, instrument or None, early rejection or None)
+_Checked = tuple[bytes, BatchPayload | None, _Instrument | None, _Reject | None]
+
+
 @dataclass
 class _Plan:
-    """What one submission writes, decided batch by batch inside the transaction."""
+    """What one transaction writes, decided batch by batch inside it."""
 
     batches: list[tuple[Any, ...]] = field(default_factory=list)
     rejected: list[tuple[Any, ...]] = field(default_factory=list)
     flags: list[tuple[Any, ...]] = field(default_factory=list)
+    #: (key, counter) -> digest of the batches accepted in this transaction
+    accepted: dict[tuple[str, int], str] = field(default_factory=dict)
+
+
+class _Submission:
+    """One caller's lines, waiting for a leader; its outcomes or error once durable."""
+
+    __slots__ = (
+        "checked",
+        "done",
+        "error",
+        "lines",
+        "now_ms",
+        "outcomes",
+        "received_at",
+        "size",
+        "transport",
+    )
+
+    def __init__(self, lines: Sequence[bytes], transport: str, now: datetime) -> None:
+        self.lines = lines
+        self.size = sum(map(len, lines))
+        self.transport = transport
+        self.received_at = now.isoformat().replace("+00:00", "Z")
+        self.now_ms = int(now.timestamp() * 1000)
+        self.checked: list[_Checked] | None = None
+        self.outcomes: list[Outcome] | None = None
+        self.error: BaseException | None = None
+        self.done = False
 
 
 @dataclass
@@ -211,7 +424,17 @@ class Intake:
         self.clock = clock
         self.counts = IntakeCounts()
         self._cache: dict[str, tuple[float, _Instrument | None]] = {}
+        #: parsed device keys by their base64 SPKI (a key's bytes never change; whether it
+        #: is revoked comes with the registry facts, cached for ``cache_seconds`` only)
+        self._public_keys: dict[str, PublicKey] = {}
         self._lock = threading.Lock()
+        #: group commit: submissions waiting for a leader, and whether one is working
+        self._round = threading.Condition(threading.Lock())
+        self._queue: deque[_Submission] = deque()
+        self._leading = False
+        #: rounds (write transactions shared by submissions) and submissions, for tests
+        self.rounds = 0
+        self.submissions = 0
 
     @classmethod
     def open(cls, url: str, *, schema: str | None = None, **kw: Any) -> Intake:
@@ -222,158 +445,272 @@ class Intake:
 
     def submit(self, lines: Sequence[bytes], transport: str) -> list[Outcome]:
         """Check and store ``lines``; the outcomes, in order, once they are durable."""
-        now = self.clock()
-        received_at = now.isoformat().replace("+00:00", "Z")
-        now_ms = int(now.timestamp() * 1000)
-        # outside the transaction: parsing and signatures (the CPU work), registry facts
-        checked: list[tuple[bytes, BatchPayload | None, _Instrument | None, _Reject | None]] = []
-        for line in lines:
-            try:
-                checked.append((line, *self._verify(line, now.date()), None))
-            except _Reject as rej:
-                checked.append((line, _try_parse(line), None, rej))
-        outcomes: list[Outcome] = []
-        plan = _Plan()
-        with self.db.write() as conn:
-            counters = self._counters(conn, [p for _, p, _, r in checked if p and not r])
-            for line, parsed, inst, early in checked:
-                reject = early
-                if reject is None:
-                    assert parsed is not None and inst is not None
-                    try:
-                        outcomes.append(
-                            self._decide(conn, line, parsed, inst, counters, now_ms, plan)
-                        )
-                        continue
-                    except _Reject as late:
-                        reject = late
-                outcomes.append(
-                    self._quarantine(line, parsed, reject, received_at, transport, plan)
-                )
-            batch_rows = [(*row[:8], received_at, transport, row[8]) for row in plan.batches]
-            insert_rows(conn, intake_batches, _BATCH_COLUMNS, batch_rows)
-            insert_rows(conn, quarantine, _QUARANTINE_COLUMNS, plan.rejected)
-            flags = [(i, k, d, received_at) for i, k, d, *_ in plan.flags]
-            insert_rows(conn, intake_flags, _FLAG_COLUMNS, flags)
-            self._save_counters(conn, counters)
-        with self._lock:
-            for outcome in outcomes:
-                self.counts.add(outcome)
-        return outcomes
+        mine = _Submission(lines, transport, self.clock())
+        self._check(mine)  # in the caller's thread: verifying releases the interpreter lock
+        with self._round:
+            self._queue.append(mine)
+            while not mine.done:
+                if self._leading:
+                    self._round.wait()
+                    continue
+                self._leading = True  # lead rounds until this submission is stored
+                self._round.release()
+                try:
+                    self._lead_round()
+                except BaseException:
+                    with self._round:
+                        if not mine.done and mine in self._queue:  # not stored: never will be
+                            self._queue.remove(mine)
+                            mine.done = True
+                    raise
+                finally:
+                    self._round.acquire()
+                    self._leading = False
+                    self._round.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        assert mine.outcomes is not None
+        return mine.outcomes
 
-    @staticmethod
-    def _quarantine(
-        line: bytes,
-        parsed: BatchPayload | None,
-        rej: _Reject,
-        received_at: str,
-        transport: str,
-        plan: _Plan,
-    ) -> Outcome:
-        instrument = parsed.instrument if parsed else None
-        counter = parsed.counter if parsed else None
-        plan.rejected.append(
-            (
-                received_at,
-                transport,
-                rej.reason,
-                rej.detail,
-                instrument,
-                parsed.key if parsed else None,
-                counter,
-                bytes(line),
-            )
-        )
-        if rej.reason == "unapproved-software" and instrument is not None:
-            plan.flags.append((instrument, "unapproved-software", rej.detail))
-        return Outcome(
-            "rejected", rej.reason, rej.detail, instrument, counter, len(parsed) if parsed else 0
-        )
+    def _lead_round(self) -> None:
+        """One round: wait for the database, then store everything queued by then (up to a
+        limit) in one transaction. The submissions that arrived while this leader waited
+        join its round."""
+        group: list[_Submission] = []
+        failure: BaseException | None = None
+        try:
+            with write_turn(self.db):
+                with self._round:
+                    lines = size = 0
+                    while self._queue and (
+                        not group or (lines < _MAX_ROUND_LINES and size < _MAX_ROUND_BYTES)
+                    ):
+                        group.append(self._queue.popleft())
+                        lines += len(group[-1].lines)
+                        size += group[-1].size
+                self._lead(group)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            with self._round:
+                for sub in group:
+                    if sub.outcomes is None and sub.error is None:
+                        sub.error = failure or RuntimeError("the intake round was aborted")
+                    sub.done = True
+
+    def _lead(self, group: list[_Submission]) -> None:
+        """Store the checked submissions of ``group`` in one transaction; sets each one's
+        outcomes or error (:meth:`submit` wakes their callers)."""
+        try:
+            self._store(group)
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].error = exc
+                return
+            for sub in group:  # isolate the failure: each in its own transaction
+                try:
+                    self._store([sub])
+                except Exception as own:
+                    sub.error = own
 
     # -- checks 1 to 4: no transaction needed ---------------------------------------------
 
-    def _verify(self, line: bytes, today: date) -> tuple[BatchPayload, _Instrument]:
-        try:
-            payload, signature = split_wire(bytes(line).strip())
-            parsed = parse_payload(payload)
-        except InvalidInput as exc:
-            raise _Reject("malformed", str(exc)) from None
-        inst = self._instrument(parsed.instrument)
-        if inst is None:
-            raise _Reject("unknown-instrument", f"no instrument {parsed.instrument} on this node")
-        key = inst.keys.get(parsed.key)
-        if key is None:
-            raise _Reject(
-                "unknown-key",
-                f"key {parsed.key} is not a device key of instrument {inst.id}",
-            )
-        public_key, revoked = key
-        if revoked:
-            raise _Reject("revoked-key", f"device key {parsed.key} of {inst.id} is revoked")
-        try:
-            verify_batch(payload, signature, public_key)
-        except VerificationError as exc:
-            raise _Reject("bad-signature", str(exc)) from None
-        return parsed, inst
+    def _check(self, sub: _Submission) -> None:
+        """Checks 1 to 4 of every line of ``sub`` (the registry facts of all its instruments
+        come from the cache or from one query)."""
+        rows: list[tuple[bytes, bytes, bytes, BatchPayload | None, _Reject | None]] = []
+        wanted: set[str] = set()
+        pause = TURNS.pause
+        for line in sub.lines:
+            pause()
+            try:
+                payload, signature = split_wire(bytes(line).strip())
+                p = parse_payload(payload)
+            except InvalidInput as exc:
+                rows.append((line, b"", b"", None, _Reject("malformed", str(exc))))
+                continue
+            wanted.add(p.instrument)
+            rows.append((line, payload, signature, p, None))
+        facts = self._instruments(wanted)
+        checked: list[_Checked] = []
+        for line, payload, signature, parsed, early in rows:
+            pause()
+            if parsed is None:
+                checked.append((line, None, None, early))
+                continue
+            try:
+                inst = _keys_check(parsed, facts[parsed.instrument], payload, signature)
+                checked.append((line, parsed, inst, None))
+            except _Reject as rej:
+                checked.append((line, parsed, None, rej))
+        sub.checked = checked
 
-    def _instrument(self, instrument_id: str) -> _Instrument | None:
-        hit = self._cache.get(instrument_id)
-        if hit is not None and time.monotonic() - hit[0] < self.limits.cache_seconds:
-            return hit[1]
-        found = self._load(instrument_id)
-        if len(self._cache) > 200_000:
-            self._cache.clear()
-        self._cache[instrument_id] = (time.monotonic(), found)
+    def _instruments(self, ids: Iterable[str]) -> dict[str, _Instrument | None]:
+        """Registry facts of ``ids`` (None: not registered), from the cache while fresh."""
+        found: dict[str, _Instrument | None] = {}
+        missing: list[str] = []
+        cache = self._cache
+        ttl = self.limits.cache_seconds
+        now = time.monotonic()
+        for instrument_id in ids:
+            hit = cache.get(instrument_id)
+            if hit is not None and now - hit[0] < ttl:
+                found[instrument_id] = hit[1]
+            else:
+                missing.append(instrument_id)
+        if missing:
+            loaded = self._load(missing)
+            if len(cache) + len(missing) > _MAX_CACHED:
+                cache.clear()
+            stamp = time.monotonic()
+            for instrument_id in missing:
+                inst = loaded.get(instrument_id)
+                found[instrument_id] = inst
+                cache[instrument_id] = (stamp, inst)
         return found
 
-    def _load(self, instrument_id: str) -> _Instrument | None:
+    def _load(self, ids: Sequence[str]) -> dict[str, _Instrument]:
+        """The registry facts of ``ids`` in three queries per chunk (instruments, their
+        certificates, their device keys), on the driver's cursor: no per-row SQL work."""
+        rows: list[Any] = []
+        certs: dict[str, Any] = {}
+        keys: list[Any] = []
         with self.db.read() as conn:
-            row = conn.execute(
-                select(
-                    instruments.c.id,
-                    instruments.c.category,
-                    instruments.c.certificate_id,
-                    certificates.c.status,
-                    certificates.c.valid_until,
-                    certificates.c.software,
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                found = _select_in(
+                    conn, instruments, ("id", "category", "certificate_id"), "id", chunk
                 )
-                .join(certificates, certificates.c.id == instruments.c.certificate_id)
-                .where(instruments.c.id == instrument_id)
-            ).first()
-            if row is None:
-                return None
-            keys = conn.execute(
-                select(
-                    device_keys.c.key_id, device_keys.c.public_key, device_keys.c.revoked_leaf
-                ).where(device_keys.c.instrument_id == instrument_id)
-            ).all()
-        software = row.software if isinstance(row.software, list) else json.loads(row.software)
-        return _Instrument(
-            id=row.id,
-            category=row.category,
-            keys={
-                k.key_id: (PublicKey.from_spki_b64(k.public_key), k.revoked_leaf is not None)
-                for k in keys
-            },
-            certificate_id=row.certificate_id,
-            certificate_status=row.status,
-            certificate_valid_until=row.valid_until,
-            approved=frozenset(s["checksum"] for s in software if s.get("algorithm") == "sha256"),
-        )
+                rows += found
+                wanted = sorted({r[2] for r in found} - certs.keys())
+                for c in _select_in(
+                    conn, certificates, ("id", "status", "valid_until", "software"), "id", wanted
+                ):
+                    certs[c[0]] = c
+                keys += _select_in(
+                    conn,
+                    device_keys,
+                    ("instrument_id", "key_id", "public_key", "revoked_leaf"),
+                    "instrument_id",
+                    chunk,
+                )
+        keys_of: dict[str, dict[str, tuple[PublicKey, bool]]] = {}
+        parsed = self._public_keys
+        if len(parsed) + len(keys) > _MAX_CACHED:
+            parsed.clear()
+        for instrument_id, key_id, spki, revoked_leaf in keys:
+            public_key = parsed.get(spki)
+            if public_key is None:
+                public_key = parsed[spki] = PublicKey.from_spki_b64(spki)
+            keys_of.setdefault(instrument_id, {})[key_id] = (public_key, revoked_leaf is not None)
+        facts: dict[str, tuple[str, date, frozenset[str]]] = {}
+        for cert_id, status, valid_until, software in certs.values():
+            listed = software if isinstance(software, list) else json.loads(software)
+            facts[cert_id] = (
+                status,
+                valid_until if isinstance(valid_until, date) else date.fromisoformat(valid_until),
+                frozenset(s["checksum"] for s in listed if s.get("algorithm") == "sha256"),
+            )
+        out: dict[str, _Instrument] = {}
+        for instrument_id, category, cert_id in rows:
+            status, valid_until, approved = facts[cert_id]
+            out[instrument_id] = _Instrument(
+                id=instrument_id,
+                category=category,
+                keys=keys_of.get(instrument_id, {}),
+                certificate_id=cert_id,
+                certificate_status=status,
+                certificate_valid_until=valid_until,
+                approved=approved,
+            )
+        return out
 
     # -- checks 5 to 7: in the transaction, against the key's newest accepted batch ---------
 
-    def _counters(self, conn: Connection, parsed: Iterable[BatchPayload]) -> dict[str, _Counter]:
-        keys = sorted({p.key for p in parsed})
+    def _store(self, group: list[_Submission]) -> None:
+        """Decide ``group``'s checked lines in order and store them in one transaction."""
+        plan = _Plan()
+        decided: list[list[Outcome]] = []
+        # the caller holds the write turn; TURNS.writing() is left before the commit, which
+        # db.write() makes at its end
+        with self.db.write() as conn, TURNS.writing():
+            counters = self._counters(
+                conn,
+                {
+                    p.key
+                    for sub in group
+                    for _, p, _, r in sub.checked or ()
+                    if p is not None and r is None
+                },
+            )
+            statuses: dict[tuple[str, date], CertificateStatus] = {}
+            for sub in group:
+                decided.append(self._decide_all(conn, sub, counters, statuses, plan))
+            insert_rows(conn, intake_batches, _BATCH_COLUMNS, plan.batches)
+            insert_rows(conn, quarantine, _QUARANTINE_COLUMNS, plan.rejected)
+            insert_rows(conn, intake_flags, _FLAG_COLUMNS, plan.flags)
+            self._save_counters(conn, counters)
+        with self._lock:
+            self.rounds += 1
+            self.submissions += len(group)
+            for outcomes in decided:
+                for outcome in outcomes:
+                    self.counts.add(outcome)
+        for sub, outcomes in zip(group, decided, strict=True):
+            sub.outcomes = outcomes
+
+    def _decide_all(
+        self,
+        conn: Connection,
+        sub: _Submission,
+        counters: dict[str, _Counter],
+        statuses: dict[tuple[str, date], CertificateStatus],
+        plan: _Plan,
+    ) -> list[Outcome]:
+        received_at, transport, now_ms = sub.received_at, sub.transport, sub.now_ms
+        today = _day(now_ms)
+        outcomes: list[Outcome] = []
+        append = outcomes.append
+        for line, parsed, inst, early in sub.checked or ():
+            reject = early
+            if reject is None:
+                assert parsed is not None and inst is not None
+                key = (inst.certificate_id, today)
+                status = statuses.get(key)
+                if status is None:
+                    status = statuses[key] = effective_status(
+                        inst.certificate_status, inst.certificate_valid_until, today
+                    )
+                try:
+                    append(
+                        self._decide(
+                            conn,
+                            line,
+                            parsed,
+                            inst,
+                            status,
+                            counters,
+                            now_ms,
+                            received_at,
+                            transport,
+                            plan,
+                        )
+                    )
+                    continue
+                except _Reject as late:
+                    reject = late
+            append(_quarantine(line, parsed, reject, received_at, transport, plan))
+        return outcomes
+
+    def _counters(self, conn: Connection, keys_wanted: Iterable[str]) -> dict[str, _Counter]:
+        keys = sorted(keys_wanted)
         found: dict[str, _Counter] = {}
-        for start in range(0, len(keys), 500):
-            rows = conn.execute(
-                select(device_counters).where(
-                    device_counters.c.key_id.in_(keys[start : start + 500])
-                )
-            ).all()
-            for r in rows:
-                found[r.key_id] = _Counter(r.counter, r.digest, r.last_t, r.instrument_id)
+        for start in range(0, len(keys), _CHUNK):
+            for key_id, instrument_id, counter, digest, last_t in _select_in(
+                conn, device_counters, _COUNTER_COLUMNS, "key_id", keys[start : start + _CHUNK]
+            ):
+                found[key_id] = _Counter(counter, digest, last_t, instrument_id)
         return found
 
     def _decide(
@@ -382,11 +719,13 @@ class Intake:
         line: bytes,
         p: BatchPayload,
         inst: _Instrument,
+        status: CertificateStatus,
         counters: dict[str, _Counter],
         now_ms: int,
+        received_at: str,
+        transport: str,
         plan: _Plan,
     ) -> Outcome:
-        flags: list[str] = []
         last = counters.get(p.key)
         expected = 1 if last is None else last.counter + 1
         if p.counter < expected:
@@ -395,10 +734,8 @@ class Intake:
                     intake_batches.c.key_id == p.key, intake_batches.c.counter == p.counter
                 )
             ).scalar()
-            if stored is None:  # from this very submission, not yet written
-                stored = next(
-                    (b[2] for b in plan.batches if b[0] == p.key and b[1] == p.counter), None
-                )
+            if stored is None:  # from this very transaction, not yet written
+                stored = plan.accepted.get((p.key, p.counter))
             if stored == p.digest:
                 return Outcome("duplicate", None, None, p.instrument, p.counter, len(p))
             raise _Reject(
@@ -412,9 +749,6 @@ class Intake:
                 f"batch {p.counter} names previous digest {p.prev}, but batch {last.counter} "
                 f"of key {p.key} has digest {last.digest}",
             )
-        status = effective_status(
-            inst.certificate_status, inst.certificate_valid_until, _day(now_ms)
-        )
         if status is not CertificateStatus.VALID:
             raise _Reject(
                 "unapproved-software",
@@ -426,13 +760,15 @@ class Intake:
                 "unapproved-software",
                 f"software {p.software} is not approved by certificate {inst.certificate_id}",
             )
-        first, latest = p.t[0], p.t[-1]
-        if latest > now_ms + self.limits.max_skew_ms:
+        t = p.t
+        first, latest = t[0], t[-1]
+        limits = self.limits
+        if latest > now_ms + limits.max_skew_ms:
             raise _Reject(
                 "implausible-time",
                 f"reading at {_iso(latest)} is ahead of the node's clock {_iso(now_ms)}",
             )
-        if first < now_ms - self.limits.max_age_ms:
+        if first < now_ms - limits.max_age_ms:
             raise _Reject("implausible-time", f"reading at {_iso(first)} is too old")
         if last is not None and first <= last.last_t:
             raise _Reject(
@@ -440,19 +776,23 @@ class Intake:
                 f"first reading {_iso(first)} is not after the key's previous reading "
                 f"{_iso(last.last_t)}",
             )
+        flags: tuple[str, ...] = ()
         if p.counter > expected:  # accepted, and the instrument is flagged
-            flags.append("counter-gap")
+            flags = ("counter-gap",)
             plan.flags.append(
                 (
                     p.instrument,
                     "counter-gap",
                     f"key {p.key}: counter {p.counter} follows {expected - 1}; "
                     f"{p.counter - expected} batch(es) missing",
+                    received_at,
                 )
             )
         if last is None:
             last = counters[p.key] = _Counter(p.counter, p.digest, latest, p.instrument, new=True)
         last.counter, last.digest, last.last_t, last.dirty = p.counter, p.digest, latest, True
+        n = len(t)
+        plan.accepted[(p.key, p.counter)] = p.digest
         plan.batches.append(
             (
                 p.key,
@@ -460,13 +800,15 @@ class Intake:
                 p.digest,
                 p.instrument,
                 inst.category,
-                len(p),
+                n,
                 first,
                 latest,
+                received_at,
+                transport,
                 bytes(line),
             )
         )
-        return Outcome("accepted", None, None, p.instrument, p.counter, len(p), tuple(flags))
+        return Outcome("accepted", None, None, p.instrument, p.counter, n, flags)
 
     def _save_counters(self, conn: Connection, counters: dict[str, _Counter]) -> None:
         new = [
@@ -474,28 +816,86 @@ class Intake:
             for k, c in counters.items()
             if c.new
         ]
-        insert_rows(
-            conn, device_counters, ("key_id", "instrument_id", "counter", "digest", "last_t"), new
-        )
+        insert_rows(conn, device_counters, _COUNTER_COLUMNS, new)
         changed = [
-            {"k": k, "c": c.counter, "d": c.digest, "t": c.last_t}
-            for k, c in counters.items()
-            if c.dirty and not c.new
+            (c.counter, c.digest, c.last_t, k) for k, c in counters.items() if c.dirty and not c.new
         ]
         if changed:
-            conn.execute(
-                update(device_counters)
-                .where(device_counters.c.key_id == bindparam("k"))
-                .values(counter=bindparam("c"), digest=bindparam("d"), last_t=bindparam("t")),
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            quote = conn.dialect.identifier_preparer.quote
+            table = quote(device_counters.name)
+            conn.exec_driver_sql(
+                f"UPDATE {table} SET {quote('counter')} = {mark}, {quote('digest')} = {mark}, "  # noqa: S608 - identifiers quoted, values bound
+                f"{quote('last_t')} = {mark} WHERE {quote('key_id')} = {mark}",
                 changed,
             )
 
 
-def _try_parse(line: bytes) -> BatchPayload | None:
+def _select_in(
+    conn: Connection, table: Table, columns: Sequence[str], column: str, values: Sequence[Any]
+) -> list[tuple[Any, ...]]:
+    """``SELECT columns FROM table WHERE column IN (values)`` on the driver's cursor (plain
+    tuples, no SQL compilation or result processing per row); identifiers are the Table's,
+    quoted by the dialect, the values are bound."""
+    if not values:
+        return []
+    quote = conn.dialect.identifier_preparer.quote
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    names = ", ".join(quote(table.c[c].name) for c in columns)
+    marks = ", ".join([mark] * len(values))
+    sql = f"SELECT {names} FROM {quote(table.name)} WHERE {quote(column)} IN ({marks})"  # noqa: S608
+    return [tuple(r) for r in conn.exec_driver_sql(sql, tuple(values)).all()]
+
+
+def _keys_check(
+    p: BatchPayload, inst: _Instrument | None, payload: bytes, signature: bytes
+) -> _Instrument:
+    """Checks 2 to 4 of one parsed batch; its instrument's facts if they pass."""
+    if inst is None:
+        raise _Reject("unknown-instrument", f"no instrument {p.instrument} on this node")
+    key = inst.keys.get(p.key)
+    if key is None:
+        raise _Reject(
+            "unknown-key",
+            f"key {p.key} is not a device key of instrument {inst.id}",
+        )
+    public_key, revoked = key
+    if revoked:
+        raise _Reject("revoked-key", f"device key {p.key} of {inst.id} is revoked")
     try:
-        return parse_payload(split_wire(bytes(line).strip())[0])
-    except InvalidInput:
-        return None
+        verify_batch(payload, signature, public_key)
+    except VerificationError as exc:
+        raise _Reject("bad-signature", str(exc)) from None
+    return inst
+
+
+def _quarantine(
+    line: bytes,
+    parsed: BatchPayload | None,
+    rej: _Reject,
+    received_at: str,
+    transport: str,
+    plan: _Plan,
+) -> Outcome:
+    instrument = parsed.instrument if parsed else None
+    counter = parsed.counter if parsed else None
+    plan.rejected.append(
+        (
+            received_at,
+            transport,
+            rej.reason,
+            rej.detail,
+            instrument,
+            parsed.key if parsed else None,
+            counter,
+            bytes(line),
+        )
+    )
+    if rej.reason == "unapproved-software" and instrument is not None:
+        plan.flags.append((instrument, "unapproved-software", rej.detail, received_at))
+    return Outcome(
+        "rejected", rej.reason, rej.detail, instrument, counter, len(parsed) if parsed else 0
+    )
 
 
 def _day(ms: int) -> date:
