@@ -26,6 +26,7 @@ from metrocloud.ingest.mqtt import TRANSPORT, MqttIntake, parse_broker_url
 from metrocloud.lake import Lake
 from metrocloud.services.common import Actor, require_role
 from metrocloud.services.node import Node
+from metrocloud.store.database import Database
 
 __all__ = [
     "SENDERS",
@@ -118,7 +119,12 @@ class LakeService:
             # (accepted batches wait in the intake log meanwhile; nothing is lost)
             log.error("lake writer: cannot open the lake at %s: %s", self.root, exc)
             return False
-        self.flusher = LakeFlusher(self.node.db, self._lake)
+        # the flusher's plan and finish commits are synced like the intake's: a power loss
+        # right after a lake write must not lose the plan (and write the segment twice)
+        s = self.node.settings
+        self.flusher = LakeFlusher(
+            Database(s.database_url(), schema=s.db_schema, durable=True), self._lake
+        )
         self.flusher.start()
         log.info("lake writer: flushing the intake into %s", self.root)
         return True
@@ -130,6 +136,7 @@ class LakeService:
         if self.flusher is not None:
             with contextlib.suppress(Exception):  # left in the intake log: flushed next start
                 self.flusher.stop()
+            self.flusher.db.dispose()
         if self._lake is not None:
             self._lake.close()
 
