@@ -1,0 +1,16 @@
+"""The ``metrocloud`` command line (typer + rich).
+
+``_common`` holds the app, the consoles and the shared options; each module beside it adds
+its commands to the app when imported here.
+"""
+
+from __future__ import annotations
+
+from metrocloud.cli import _main  # noqa: F401  (registers the node's commands)
+from metrocloud.cli._common import app, err, out
+
+__all__ = ["app", "err", "main", "out"]
+
+
+def main() -> None:
+    app(prog_name="metrocloud")

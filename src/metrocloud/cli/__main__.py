@@ -1,0 +1,5 @@
+"""``python -m metrocloud.cli``."""
+
+from metrocloud.cli import main
+
+main()
