@@ -37,6 +37,8 @@ from typing import Any, cast
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -292,6 +294,7 @@ MATRIX: list[Row] = [
           admin=403, nb=(OK, 403), man=(OK, 403), op=403, auth=OK),
     # -- measurements: head-end systems forward batches; each batch proves itself ------------
     *spec("POST /api/v1/ingest/batches", admin=403, nb=403, man=OK, op=OK, auth=403),
+    *spec("POST /api/v1/ingest/ocmf", admin=403, nb=403, man=OK, op=OK, auth=403),
 ]
 # fmt: on
 
@@ -906,6 +909,42 @@ def _ingest(s: Scenario, row: Row) -> Req:
     )
 
 
+@builds("POST /api/v1/ingest/ocmf")
+def _ingest_ocmf(s: Scenario, row: Row) -> Req:
+    # a meter serial registered nowhere: the import names it and quarantines the record
+    serial = f"NO-SUCH-METER-{s.n()}"
+    key = ec.generate_private_key(ec.SECP256R1())
+    body = (
+        '{"FV":"1.0","PG":"T1","MS":"' + serial + '","RD":[{"TM":"2024-05-01T10:00:00,000+0200 S",'
+        '"TX":"B","RV":1.0,"RI":"1-b:1.8.0","RU":"kWh","EF":"","ST":"G"}]}'
+    )
+    sd = key.sign(body.encode(), ec.ECDSA(hashes.SHA256())).hex().upper()
+    text = f'OCMF|{body}|{{"SA":"ECDSA-secp256r1-SHA256","SD":"{sd}"}}'
+
+    def quarantined() -> bool:
+        with s.node.db.read() as conn:
+            return (
+                conn.execute(
+                    select(quarantine.c.id).where(quarantine.c.wire == text.encode())
+                ).first()
+                is not None
+            )
+
+    def answered(r: httpx.Response) -> str | None:
+        if r.json()["outcomes"][0].get("reason") != "unknown-instrument":
+            return f"expected the unknown meter to be named, got {r.text[:200]}"
+        return None if quarantined() else "not quarantined"
+
+    return Req(
+        "POST",
+        f"{API_PREFIX}/ingest/ocmf",
+        content=text.encode(),
+        headers={"Content-Type": "text/plain"},
+        on_allowed=answered,
+        on_denied=lambda: "quarantined anyway" if quarantined() else None,
+    )
+
+
 @builds("GET /api/v1/instruments")
 def _search(s: Scenario, row: Row) -> Req:
     ins = s.instrument_for(row)
@@ -1156,7 +1195,7 @@ def test_refused_callers_are_refused_before_their_signature_is_checked(
 
 
 #: writes whose body is not JSON (NDJSON of signed batches)
-NOT_JSON = {"POST /api/v1/ingest/batches"}
+NOT_JSON = {"POST /api/v1/ingest/batches", "POST /api/v1/ingest/ocmf"}
 
 
 @pytest.mark.parametrize("endpoint", sorted(e for e in WRITES if not e.startswith("DELETE")))

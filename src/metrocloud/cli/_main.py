@@ -361,6 +361,67 @@ def ocmf_verify(
         raise typer.Exit(1)
 
 
+@ocmf_app.command("import")
+def ocmf_import(
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Transparenzsoftware XML containers or files holding one OCMF record."),
+    ],
+    data_dir: DataDir = Path("metrocloud-data"),
+    db: Db = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON outcome per record, one per line.")
+    ] = False,
+) -> None:
+    """Import OCMF records into the local node as measurements of the registered EV
+    charging instruments their meter serials name (the same checks as POST
+    /api/v1/ingest/ocmf; rejected records go to the quarantine with their reason).
+
+    Exit 0 when every record was accepted (or was already there), 1 when any was rejected,
+    2 when a file cannot be read or is not OCMF.
+    """
+    from metrocloud.services import measurements as svc
+    from metrocloud.services.node import Node
+
+    rejected = 0
+    with _errors():
+        node = Node.open(_settings(data_dir, db), create=False)
+        try:
+            table = Table("file", "record", "outcome", "instrument", "readings", "reason")
+            for path in files:
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from None
+                result = svc.import_ocmf(node, None, data, str(path), "file")
+                rejected += result.rejected
+                for i, o in enumerate(result.outcomes):
+                    if as_json:
+                        typer.echo(json.dumps({"file": str(path), "index": i, **o.as_dict()}))
+                    else:
+                        why = o.reason and f"{o.reason}: {o.detail}"
+                        table.add_row(
+                            str(path),
+                            str(i),
+                            o.status,
+                            o.instrument or "",
+                            str(o.readings),
+                            why or ", ".join(o.flags),
+                        )
+            flushed = svc.flush_lake(node)
+        finally:
+            node.close()
+    if not as_json:
+        out.print(table)
+        out.print(
+            "lake: a running node moves the readings in"
+            if flushed is None
+            else f"lake: {flushed:,} readings written"
+        )
+    if rejected:
+        raise typer.Exit(1)
+
+
 def _ocmf_table(records: list[Any]) -> Table:
     from rich.text import Text
 

@@ -62,6 +62,7 @@ __all__ = [
     "VerdictStatus",
     "effective_readings",
     "parse_ocmf",
+    "read_values",
     "serialize_ocmf",
     "verify_file",
     "verify_ocmf",
@@ -169,7 +170,7 @@ def verify_file(
     well-formed XML (naming line and column) or is neither such a container nor OCMF.
     """
     name = os.fspath(path)
-    return verify_values(_values(_read(name), name), name, public_key)
+    return verify_values(read_values(_read(name), name), name, public_key)
 
 
 # --- one record ---------------------------------------------------------------------------
@@ -328,8 +329,10 @@ def _read(name: str) -> bytes:
     return data
 
 
-def _values(data: bytes, name: str) -> list[ContainerValue]:
-    """The values of a file: an XML container, or one bare OCMF record."""
+def read_values(data: bytes, name: str) -> list[ContainerValue]:
+    """The values of a file's bytes: an XML container, or one bare OCMF record.
+
+    Raises :class:`InvalidInput` (naming ``name``) when the data is neither."""
     head = data.removeprefix(_BOM).lstrip()
     if head.startswith(b"OCMF|"):
         try:

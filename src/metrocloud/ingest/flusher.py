@@ -28,7 +28,8 @@ still hash to the digest recorded with it (:class:`IntakeLogCorrupt` otherwise).
 columns of a segment are built at once: the payloads are canonical JSON (RFC 8785, checked
 at intake), so their fields are sliced from the text and the numbers of all batches are
 parsed together by Arrow's CSV reader, in C++ and without the interpreter lock; a payload
-laid out otherwise would be decoded as JSON instead.
+laid out otherwise would be decoded as JSON instead. An imported OCMF record
+(:mod:`metrocloud.ingest.ocmf`) is stored as its exact bytes and decoded on its own.
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ import pyarrow.csv as pacsv
 from sqlalchemy import select, update
 
 from metrocloud.domain.errors import MetrocloudError
+from metrocloud.formats._ocmf_rules import parse_time
+from metrocloud.formats.ocmf import effective_readings, parse_ocmf
 from metrocloud.ingest.intake import TURNS, write_turn
+from metrocloud.ingest.ocmf import OCMF_PREFIX, reading_status
 from metrocloud.lake import Lake
 from metrocloud.store.database import Database
 from metrocloud.store.schema import intake_batches
@@ -155,6 +159,8 @@ class LakeFlusher:
                     intake_batches.c.key_id,
                     intake_batches.c.digest,
                     intake_batches.c.wire,
+                    intake_batches.c.instrument_id,
+                    intake_batches.c.counter,
                 )
                 .where(intake_batches.c.segment == segment, intake_batches.c.wire.is_not(None))
                 .order_by(intake_batches.c.id)
@@ -163,10 +169,15 @@ class LakeFlusher:
         with TURNS.flushing():  # the intake's checks in this process step aside
             decoded = _decode(rows)
             del rows
+            imported = [d for d in decoded if d[1].startswith(OCMF_PREFIX)]
+            if imported:
+                decoded = [d for d in decoded if not d[1].startswith(OCMF_PREFIX)]
             parts = [
                 _columns(decoded[start : start + _DECODE_CHUNK])
                 for start in range(0, len(decoded), _DECODE_CHUNK)
             ]
+            if imported:
+                parts.append(_ocmf_columns(imported))
         del decoded
         return _Prepared(segment, _readings(parts), ids)
 
@@ -308,8 +319,16 @@ class LakeFlusher:
 
 
 def _payload(wire: bytes, digest: str) -> bytes:
-    """The payload bytes of a stored wire line, checked against the digest taken at intake."""
+    """The payload bytes of a stored wire line, checked against the digest taken at intake
+    (an imported OCMF record is its own payload: its exact bytes were digested)."""
     line = bytes(wire).strip()
+    if line.startswith(OCMF_PREFIX):
+        if hashlib.sha256(line).hexdigest() != digest:
+            raise IntakeLogCorrupt(
+                f"the stored OCMF record with digest {digest} does not hash to it; the intake "
+                "log was altered after the record was accepted"
+            )
+        return line
     end = line.find(b".", _PREFIX)
     text = line[_PREFIX:end] if line.startswith(b"MCB1.") and end > 0 else b""
     try:
@@ -338,11 +357,15 @@ def _arange(n: int) -> pa.Array:
 class _Columns:
     """The readings of some batches as Arrow arrays, and which keys signed each instrument."""
 
-    __slots__ = ("arrays", "keys_of")
+    __slots__ = ("arrays", "imported", "keys_of")
 
-    def __init__(self, arrays: dict[str, pa.Array], keys_of: dict[str, set[str]]) -> None:
+    def __init__(
+        self, arrays: dict[str, pa.Array], keys_of: dict[str, set[str]], imported: bool = False
+    ) -> None:
         self.arrays = arrays
         self.keys_of = keys_of
+        #: imported OCMF records: a reading repeated by two records is kept once
+        self.imported = imported
 
 
 #: one batch of a segment: its row (category, received_at, key_id, ...), its payload and,
@@ -405,6 +428,61 @@ def _columns(decoded: Sequence[_Decoded]) -> _Columns:
         "ingested_at": per_batch(ingested, pa.int64()).cast(_UTC_MS),
     }
     return _Columns(arrays, keys_of)
+
+
+def _ocmf_columns(decoded: Sequence[_Decoded]) -> _Columns:
+    """Arrow arrays of the readings of imported OCMF records (a record per charging session
+    or fiscal page: few, so decoded one by one). Each reading's time, register (the OBIS code
+    ``RI``), value, unit and meter status (:func:`metrocloud.ingest.ocmf.reading_status`)."""
+    cols: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "instrument",
+            "category",
+            "t",
+            "quantity",
+            "value",
+            "unit",
+            "status",
+            "batch_counter",
+            "seq",
+            "ingested_at",
+        )
+    }
+    keys_of: dict[str, set[str]] = {}
+    for row, payload, _ in decoded:
+        doc = parse_ocmf(payload)
+        keys_of.setdefault(row.instrument_id, set()).add(row.key_id)
+        received = _ms(row.received_at)
+        for seq, r in enumerate(effective_readings(doc)):
+            at = parse_time(r.time)
+            if at is None or r.value is None:  # pragma: no cover - checked at intake
+                raise IntakeLogCorrupt(f"OCMF record {row.digest}: reading {seq} has no time")
+            cols["instrument"].append(row.instrument_id)
+            cols["category"].append(row.category)
+            cols["t"].append(int(at.timestamp() * 1000))
+            cols["quantity"].append(r.obis or "")
+            cols["value"].append(float(r.value))
+            cols["unit"].append(r.unit)
+            cols["status"].append(reading_status(r.status))
+            cols["batch_counter"].append(row.counter)
+            cols["seq"].append(seq)
+            cols["ingested_at"].append(received)
+    ts = pa.array(cols["t"], pa.int64()).cast(_UTC_MS)
+    arrays = {
+        "instrument": pa.array(cols["instrument"], pa.string()),
+        "category": pa.array(cols["category"], pa.string()),
+        "day": ts.cast(pa.date32()),
+        "t": ts,
+        "quantity": pa.array(cols["quantity"], pa.string()),
+        "value": pa.array(cols["value"], pa.float64()),
+        "unit": pa.array(cols["unit"], pa.string()),
+        "status": pa.array(cols["status"], pa.int32()),
+        "batch_counter": pa.array(cols["batch_counter"], pa.int64()),
+        "seq": pa.array(cols["seq"], pa.int32()),
+        "ingested_at": pa.array(cols["ingested_at"], pa.int64()).cast(_UTC_MS),
+    }
+    return _Columns(arrays, keys_of, imported=True)
 
 
 #: Per payload: instruments, counters, quantities, units, readings; then all t, value, status
@@ -483,7 +561,7 @@ def _readings(parts: Sequence[_Columns]) -> pa.Table:
     for part in parts:
         for instrument, keys in part.keys_of.items():
             keys_of.setdefault(instrument, set()).update(keys)
-    if any(len(k) > 1 for k in keys_of.values()):
+    if any(len(k) > 1 for k in keys_of.values()) or any(p.imported for p in parts):
         table = _first_of_each_key(table)
     return table
 

@@ -92,6 +92,8 @@ REASONS = (
     "chain-broken",
     "unapproved-software",
     "implausible-time",
+    # imported OCMF records only (metrocloud.ingest.ocmf): signed, but a rule of the record broken
+    "invalid-record",
 )
 _MAX_DETAIL = 500
 _BATCH_COLUMNS = (

@@ -21,8 +21,10 @@ from collections.abc import Sequence
 
 from metrocloud.domain.errors import Conflict, InvalidInput
 from metrocloud.domain.parties import PartyRole
+from metrocloud.formats.ocmf import read_values
 from metrocloud.ingest import Intake, IntakeLimits, LakeFlusher, Outcome
 from metrocloud.ingest.mqtt import TRANSPORT, MqttIntake, parse_broker_url
+from metrocloud.ingest.ocmf import OcmfImport, import_values
 from metrocloud.lake import Lake
 from metrocloud.services.common import Actor, require_role
 from metrocloud.services.node import Node
@@ -32,6 +34,8 @@ __all__ = [
     "SENDERS",
     "LakeService",
     "MqttService",
+    "flush_lake",
+    "import_ocmf",
     "intake",
     "lake_service",
     "mqtt_client_id",
@@ -85,6 +89,43 @@ def submit_batches(
             "(setting intake_max_lines)"
         )
     return intake(node).submit(lines, transport)
+
+
+def import_ocmf(
+    node: Node, actor: Actor | None, data: bytes, name: str, transport: str
+) -> OcmfImport:
+    """Import OCMF records (a bare record or a Transparenzsoftware XML container) as
+    measurements of the registered EV charging instruments they name
+    (:mod:`metrocloud.ingest.ocmf`); ``actor`` is the HTTP sender (None: the node's CLI)."""
+    if actor is not None:
+        require_role(actor, *SENDERS, action="import OCMF records")
+    values = read_values(data, name)
+    if not values:
+        raise InvalidInput(f"{name}: the container holds no value")
+    if len(values) > node.settings.intake_max_lines:
+        raise InvalidInput(
+            f"{name}: {len(values)} records in one import; at most "
+            f"{node.settings.intake_max_lines} (setting intake_max_lines)"
+        )
+    return import_values(intake(node), values, transport)
+
+
+def flush_lake(node: Node) -> int | None:
+    """Move what the intake log holds into the lake now, in this process; None when another
+    process (a running node) is the lake's writer: it flushes them within a second."""
+    if lake_service(node) is not None:
+        return None
+    try:
+        lake = Lake.open(node.settings.lake_path(), create=True)
+    except Conflict:
+        return None
+    s = node.settings
+    db = Database(s.database_url(), schema=s.db_schema, durable=True)
+    try:
+        return LakeFlusher(db, lake).flush_all()
+    finally:
+        db.dispose()
+        lake.close()
 
 
 class LakeService:

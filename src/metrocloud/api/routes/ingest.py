@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from metrocloud.api.deps import CurrentActor, GuardedRoute, NodeDep, guard
 from metrocloud.domain.errors import InvalidInput
+from metrocloud.formats.transparenz import MAX_BYTES
 from metrocloud.ingest import REASONS
 from metrocloud.services import measurements as svc
 from metrocloud.services.node import Node
@@ -25,6 +26,8 @@ metrics_router = APIRouter()
 
 #: most bytes in one POST /ingest/batches (10,000 batches of 96 readings fit)
 MAX_BODY = 64 * 1024 * 1024
+#: most bytes in one POST /ingest/ocmf (the Transparenzsoftware's own limit)
+MAX_OCMF_BODY = MAX_BYTES
 _registries: dict[int, CollectorRegistry] = {}
 _MEDIA = ("application/x-ndjson", "application/jsonl", "text/plain")
 
@@ -85,6 +88,59 @@ async def ingest_batches(request: Request, node: NodeDep, actor: CurrentActor) -
     for o in outcomes:
         counts[o.status] += 1
     payload = {**counts, "outcomes": [o.as_dict() for o in outcomes]}
+    return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
+
+
+_OCMF_MEDIA = ("text/plain", "application/xml", "text/xml")
+
+
+@router.post(
+    "/ingest/ocmf",
+    response_model=IngestResult,
+    operation_id="ingest_ocmf",
+    tags=["measurements"],
+    summary="Import signed OCMF records of registered EV charging instruments",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                m: {
+                    "schema": {
+                        "type": "string",
+                        "description": "one OCMF record, or a Transparenzsoftware XML container",
+                    }
+                }
+                for m in _OCMF_MEDIA
+            },
+        }
+    },
+)
+@guard(*svc.SENDERS, action="import OCMF records")
+async def ingest_ocmf(request: Request, node: NodeDep, actor: CurrentActor) -> Response:
+    """One OCMF record (``text/plain``) or a Transparenzsoftware XML container of records
+    (``application/xml``). Each record becomes measurements of the EV charging instrument
+    registered under its meter serial, once proven by one of its device keys; the answer
+    lists one outcome per record, in order, once all are durable (docs/ingest.md, "OCMF")."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in _OCMF_MEDIA:
+        raise HTTPException(
+            415,
+            f"send one OCMF record as text/plain or a container as application/xml, not {media!r}",
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_OCMF_BODY:
+            raise HTTPException(413, f"request body exceeds {MAX_OCMF_BODY} bytes; split the file")
+    result = await run_in_threadpool(
+        svc.import_ocmf, node, actor, bytes(body), "request body", "http"
+    )
+    payload = {
+        "accepted": result.accepted,
+        "duplicate": result.duplicate,
+        "rejected": result.rejected,
+        "outcomes": [o.as_dict() for o in result.outcomes],
+    }
     return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
 
 
