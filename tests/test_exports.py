@@ -37,8 +37,8 @@ def _modules() -> list[str]:
 @pytest.mark.parametrize("name", _modules())
 def test_every_module_declares_all_and_it_resolves(name: str) -> None:
     module = importlib.import_module(name)
-    if name.endswith((".cli", ".routes")) or ".routes." in name:
-        return  # faces: the typer app and the routers are their public surface
+    if name.endswith((".cli", ".routes")) or ".routes." in name or ".cli." in name:
+        return  # faces: the typer app (and its command modules) and the routers
     assert hasattr(module, "__all__"), f"{name} has no __all__"
     for attr in module.__all__:
         assert hasattr(module, attr), f"{name}.__all__ names missing {attr}"

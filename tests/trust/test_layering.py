@@ -1,4 +1,5 @@
-"""Layer rule: trust imports only the standard library, cryptography, rfc8785, domain.errors."""
+"""Layer rule: trust imports only the standard library, cryptography, rfc8785, domain.errors
+and the durable-file helpers of ``metrocloud._fs`` (themselves standard library only)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import metrocloud.trust
 
 PACKAGE = Path(metrocloud.trust.__file__).parent
 ALLOWED_THIRD_PARTY = {"cryptography", "rfc8785"}
-ALLOWED_METROCLOUD = {"metrocloud.domain.errors"}
+ALLOWED_METROCLOUD = {"metrocloud.domain.errors", "metrocloud._fs"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -40,6 +41,11 @@ def test_trust_imports_only_allowed_modules() -> None:
                 continue
             offenders.append(f"{path.name}: {module}")
     assert offenders == []
+
+
+def test_the_shared_file_helpers_import_only_the_standard_library() -> None:
+    path = PACKAGE.parent / "_fs.py"
+    assert {m for m in _imports(path) if m.split(".")[0] not in sys.stdlib_module_names} == set()
 
 
 def test_every_module_declares_all() -> None:

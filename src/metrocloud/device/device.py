@@ -44,7 +44,7 @@ from typing import Any
 
 import orjson
 
-from metrocloud.device._files import fsync_directory, write_atomically
+from metrocloud._fs import fsync_directory, write_atomically
 from metrocloud.device.eventlog import (
     DEFAULT_CAPACITY,
     ChainCheck,

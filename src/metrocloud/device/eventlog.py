@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from metrocloud.device._files import append_durably, fsync_directory
+from metrocloud._fs import append_durably, fsync_directory
 from metrocloud.domain.errors import InvalidInput, RuleViolation, VerificationError
 from metrocloud.trust import utc_timestamp
 from metrocloud.trust.canonical import canonical_json

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from metrocloud.device._files import write_atomically
+from metrocloud._fs import write_atomically
 from metrocloud.domain.errors import Conflict, InvalidInput, RuleViolation
 from metrocloud.formats.batches import GENESIS_PREV, SignedBatch, encode_batch
 from metrocloud.trust.canonical import canonical_json

@@ -65,7 +65,7 @@ _MODULE_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 #: the reference device's modules, relative to the metrocloud package directory
 _REFERENCE_LEGALLY_RELEVANT = (
     "formats/batches.py",
-    "device/_files.py",
+    "_fs.py",
     "device/device.py",
     "device/eventlog.py",
     "device/register.py",

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from metrocloud._fs import fsync_directory
 from metrocloud.domain.errors import Conflict, InvalidInput
 from metrocloud.lake import maintenance
 from metrocloud.lake.errors import LakeCorrupt
@@ -36,7 +37,6 @@ from metrocloud.lake.manifest import (
     FileEntry,
     Manifest,
     Snapshot,
-    fsync_dir,
     load_manifest,
     write_manifest,
 )
@@ -239,9 +239,9 @@ class Lake:
             os.close(fd)
         self.on_step("write.temp")
         os.replace(tmp, target)
-        fsync_dir(directory)
+        fsync_directory(directory)
         for c in created:
-            fsync_dir(c.parent)
+            fsync_directory(c.parent)
         self.on_step("write.renamed")
         return target.stat().st_size
 

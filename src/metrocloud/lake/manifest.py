@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from metrocloud._fs import fsync_directory
 from metrocloud.lake.errors import LakeCorrupt
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
     "Manifest",
     "Retired",
     "Snapshot",
-    "fsync_dir",
     "load_manifest",
     "write_manifest",
 ]
@@ -131,15 +131,6 @@ def _checksum(body: Mapping[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(_canonical(body)).hexdigest()
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (a rename, a new file) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_manifest(
     root: Path, manifest: Manifest, step: Callable[[str], None] = lambda _: None
 ) -> None:
@@ -159,7 +150,7 @@ def write_manifest(
         os.fsync(fh.fileno())
     step("commit.temp")
     os.replace(tmp, target)
-    fsync_dir(root)
+    fsync_directory(root)
     step("commit.replaced")
 
 

@@ -10,6 +10,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+from metrocloud._fs import fsync_directory
 from metrocloud.domain.errors import InvalidInput
 
 __all__ = [
@@ -71,7 +72,7 @@ def write_new_file(path: Path, data: bytes) -> bool:
             if path.exists():
                 return False
             os.replace(temporary, path)
-        _fsync_directory(directory)
+        fsync_directory(directory)
         return True
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -98,16 +99,3 @@ def read_or_create_passphrase(path: Path) -> bytes:
             rule="metrocloud key store passphrase",
         )
     return passphrase
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms that cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)

@@ -1,4 +1,8 @@
-"""Durable file writes for device state: atomic replace, append with fsync."""
+"""Durable file writes shared by every layer that keeps files: atomic replace, append with
+fsync, and the directory fsync that makes a rename or a new file survive a power loss.
+
+One implementation for the key store (trust), the reference device's state and event log
+(device) and the lake's manifest and segments (lake)."""
 
 from __future__ import annotations
 
