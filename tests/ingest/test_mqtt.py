@@ -301,3 +301,44 @@ def test_the_subscriber_reconnects_after_a_network_failure(fx: Fixture) -> None:
         assert answers - {("duplicate", 1)} == {("accepted", 1), ("accepted", 2)}
         sub.stop()
     assert [r.counter for r in fx.stored()] == [1, 2]
+
+
+def _metric(text: str, name: str) -> float:
+    """The value of ``name`` (any labels) in Prometheus text; 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_the_node_subscriber_is_counted_in_metrics(fx: Fixture) -> None:
+    """The node's own MQTT service (serve --mqtt) reports its state in GET /metrics."""
+    from fastapi.testclient import TestClient
+
+    from metrocloud.api.app import create_app
+    from metrocloud.services import measurements as svc
+
+    node = fx.world.node
+    node.settings = node.settings.model_copy(update={"mqtt": fx.url})
+    fx.closers.append(lambda: purge_session(svc.mqtt_client_id(node)))
+    with TestClient(create_app(node, background=True)) as http:
+        wait_until(
+            lambda: _metric(http.get("/metrics").text, "metrocloud_mqtt_connected") == 1,
+            30,
+            "the node's subscriber to connect",
+        )
+        fx.publish(fx.meter.batch().wire())
+        fx.outcomes.wait_count(1)
+        wait_until(
+            lambda: _metric(
+                http.get("/metrics").text, "metrocloud_mqtt_messages_acknowledged_total"
+            )
+            == 1,
+            15,
+            "the acknowledgement in the metrics",
+        )
+        text = http.get("/metrics").text
+        assert _metric(text, "metrocloud_mqtt_messages_received_total") == 1
+        assert _metric(text, "metrocloud_mqtt_connections_total") >= 1
+        assert _metric(text, "metrocloud_mqtt_backlog") == 0
+    assert [r.counter for r in fx.stored()] == [1]

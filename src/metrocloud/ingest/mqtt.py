@@ -350,6 +350,17 @@ class MqttIntake:
         return self._subscribed.wait(timeout)
 
     @property
+    def connected(self) -> bool:
+        """Whether the client holds a connection to the broker now."""
+        with self._lock:
+            return self._connected
+
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet handed to the intake."""
+        return self._queue.qsize()
+
+    @property
     def subscribed(self) -> bool:
         return self._subscribed.is_set()
 

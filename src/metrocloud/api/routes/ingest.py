@@ -183,6 +183,57 @@ class _IntakeCollector(Collector):
         )
         flushed.add_metric([worker], flusher.readings_flushed if flusher else 0)
         yield flushed
+        yield from _mqtt_metrics(self.node, worker)
+
+
+def _mqtt_metrics(node: Node, worker: str) -> Iterator[Any]:
+    """The MQTT subscriber's state, in the worker that owns the subscription (zeros in the
+    others, and when the node has no broker)."""
+    service = svc.mqtt_service(node)
+    sub = service.subscriber if service is not None else None
+    gauges = (
+        (
+            "metrocloud_mqtt_connected",
+            "1 while this worker's subscriber is connected to the broker",
+            int(sub.connected) if sub else 0,
+        ),
+        (
+            "metrocloud_mqtt_backlog",
+            "MQTT messages received and not yet checked by the intake",
+            sub.backlog if sub else 0,
+        ),
+    )
+    for name, help_text, value in gauges:
+        g = GaugeMetricFamily(name, help_text, labels=["worker"])
+        g.add_metric([worker], value)
+        yield g
+    stats = sub.stats if sub else None
+    counters = (
+        (
+            "metrocloud_mqtt_connections",
+            "Connections to the broker made by this worker",
+            stats.connections if stats else 0,
+        ),
+        (
+            "metrocloud_mqtt_messages_received",
+            "MQTT messages received by this worker",
+            stats.received if stats else 0,
+        ),
+        (
+            "metrocloud_mqtt_messages_acknowledged",
+            "MQTT messages acknowledged to the broker once their batches were durable",
+            stats.acknowledged if stats else 0,
+        ),
+        (
+            "metrocloud_mqtt_messages_unacknowledged",
+            "MQTT messages left unacknowledged (the broker redelivers them)",
+            stats.unacknowledged if stats else 0,
+        ),
+    )
+    for name, help_text, value in counters:
+        c = CounterMetricFamily(name, help_text, labels=["worker"])
+        c.add_metric([worker], value)
+        yield c
 
 
 @metrics_router.get("/metrics", include_in_schema=False)
