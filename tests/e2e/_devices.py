@@ -40,16 +40,27 @@ QUARTER_MS = 15 * 60 * 1000
 
 
 class NodeProcess:
-    """``metrocloud serve --mqtt URL`` on one data directory; killable, restartable."""
+    """``metrocloud serve --mqtt URL`` on one data directory (and, with ``db``, on that
+    PostgreSQL database in schema ``schema``); killable, restartable."""
 
-    def __init__(self, data_dir: Path, mqtt_url: str, *, workers: int = 1) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        mqtt_url: str,
+        *,
+        workers: int = 1,
+        db: str | None = None,
+        schema: str | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.mqtt_url = mqtt_url
         self.workers = workers
+        self.db = db
+        self.schema = schema
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         self.starts = 0
-        init = run_cli("init", data_dir=data_dir)
+        init = run_cli("init", data_dir=data_dir, db=db, schema=schema)
         assert init.returncode == 0, init.stdout + init.stderr
         self.admin = _credentials(data_dir)
 
@@ -70,11 +81,12 @@ class NodeProcess:
                 "--workers",
                 str(self.workers),
                 data_dir=self.data_dir,
+                db=self.db,
             )
             with log.open("wb") as out:
                 self.proc = subprocess.Popen(
                     cmd,
-                    env=cli_env(),
+                    env=cli_env(self.schema),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -121,12 +133,18 @@ class NodeProcess:
 
     # -- what the node holds (read from its files, as an auditor would) ----------------------
 
-    def _db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.data_dir / "registry.sqlite3", timeout=30)
-
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        with self._db() as conn:
-            return list(conn.execute(sql, args).fetchall())
+        """Rows of ``sql`` (``?`` placeholders) in the node's database, SQLite or PostgreSQL."""
+        if self.db is None:
+            with sqlite3.connect(self.data_dir / "registry.sqlite3", timeout=30) as conn:
+                return list(conn.execute(sql, args).fetchall())
+        import psycopg
+
+        url = self.db.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(url) as conn:
+            conn.execute(f'SET search_path TO "{self.schema}"')
+            rows = conn.execute(sql.replace("?", "%s"), args).fetchall()
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
 
     def stored(self) -> list[tuple[str, int, str]]:
         """(key_id, counter, digest) of every batch in the intake's durable log."""

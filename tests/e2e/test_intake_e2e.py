@@ -9,6 +9,7 @@ device library; the checks read the node's SQLite file and its lake (DuckDB).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ from metrocloud.device import SoftwarePackage as Package
 from metrocloud.formats.batches import SignedBatch
 from metrocloud.trust.keys import PrivateKey, PublicKey
 from tests._mqtt import purge_session, require_mqtt, unique_url, wait_until
+from tests._pg import PG_URL, fresh_schema
 
 from ._cli import run_cli
 from ._devices import (
@@ -287,9 +289,22 @@ class Traffic:
             self.errors.append(exc)
 
 
-def test_a_node_killed_during_intake_loses_no_acknowledged_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_a_node_killed_during_intake_loses_no_acknowledged_batch(
+    tmp_path: Path, database: str
+) -> None:
     require_mqtt()
-    node = NodeProcess(tmp_path / "node", unique_url())
+    with contextlib.ExitStack() as stack:
+        db = schema = None
+        if database == "postgresql":
+            db, schema = PG_URL, stack.enter_context(fresh_schema())
+        _killed_during_intake(tmp_path, db, schema)
+
+
+def _killed_during_intake(tmp_path: Path, db: str | None, schema: str | None) -> None:
+    node = NodeProcess(tmp_path / "node", unique_url(), db=db, schema=schema)
     node.start()
     try:
         world = World.make(node)
