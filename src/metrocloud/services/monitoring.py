@@ -374,11 +374,16 @@ def _stuck(
     engine: LakeEngine, reg: Mapping[str, _Instrument], start: Bound, end: Bound, th: Thresholds
 ) -> list[Alert]:
     out: list[Alert] = []
+    # Runs shorter than the cutoff cannot change an alert: the limit is
+    # max(stuck_min, factor x p90) and an alert needs a run beyond it, so a run shorter than
+    # stuck_min / max(factor, 1) is never one; and the p90 of the peers' longest runs only
+    # matters when factor x p90 > stuck_min, that is when p90 >= the cutoff, and the p90
+    # of a list in which the values below the cutoff are replaced by 0 is then the same.
+    # So the engine returns only the runs that can matter, not one row per reading.
+    cutoff = th.stuck_min / max(th.stuck_factor, 1.0)
     for cat in sorted({i.category for i in reg.values()}):
         longest: dict[str, dict[str, Any]] = {}
-        for row in engine.flat_runs(
-            start, end, category=cat, min_duration=timedelta(0)
-        ).to_pylist():
+        for row in engine.flat_runs(start, end, category=cat, min_duration=cutoff).to_pylist():
             if row["readings"] < th.stuck_readings:
                 continue
             cur = longest.get(row["instrument"])
