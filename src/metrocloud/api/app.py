@@ -18,10 +18,12 @@ from metrocloud.api.problems import install_problem_handlers
 from metrocloud.api.routes import (
     certificates,
     flags,
+    forensics,
     ingest,
     instruments,
     parties,
     public,
+    verification,
 )
 from metrocloud.api.routes import measurements as readings
 from metrocloud.api.schemas import Problem
@@ -88,6 +90,8 @@ def create_app(node: Node, *, fast_lane: bool = True, background: bool = False) 
         ingest.router,
         flags.router,
         readings.router,
+        forensics.router,
+        verification.router,
     ):
         app.include_router(r, prefix=API_PREFIX)
     app.include_router(ingest.metrics_router)

@@ -6,7 +6,11 @@ its commands to the app when imported here.
 
 from __future__ import annotations
 
-from metrocloud.cli import _main  # noqa: F401  (registers the node's commands)
+from metrocloud.cli import (
+    _main,  # noqa: F401  (registers the node's commands)
+    evidence,  # noqa: F401  (evidence export, verify, timeline)
+    verification,  # noqa: F401  (verification run)
+)
 from metrocloud.cli._common import app, err, out
 
 __all__ = ["app", "err", "main", "out"]

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     intake_max_age_days: int = Field(
         default=400, ge=1, description="How old readings may be when they arrive."
     )
+    verification_periods: dict[str, int] = Field(
+        default_factory=dict,
+        description="Re-verification periods (years) by category for this member state, "
+        'overriding the built-in table (docs/verification.md), e.g. {"MI-003": 16}.',
+    )
 
     def lake_path(self) -> Path:
         return self.lake_dir or self.data_dir / "lake"

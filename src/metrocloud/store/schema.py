@@ -34,6 +34,7 @@ __all__ = [
     "declaration_instruments",
     "declarations",
     "device_counters",
+    "device_event_logs",
     "device_keys",
     "events",
     "grants",
@@ -301,4 +302,24 @@ intake_flags = Table(
     Column("detail", Text, nullable=False),
     Column("at", String(30), nullable=False),
     Index("ix_intake_flags_instrument_id", "instrument_id", "id"),
+)
+
+
+device_event_logs = Table(
+    "device_event_logs",
+    metadata,
+    # an instrument's device event log (metrocloud.device.eventlog) as uploaded by its
+    # manufacturer or operator: one row per record, the exact canonical line the device wrote.
+    # Uploads only append (a rewritten history is refused), so the rows are the longest
+    # chain-verified prefix the node has seen. The device signature is the proof.
+    Column("instrument_id", ID, ForeignKey("instruments.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("at", String(30), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),  # hex SHA-256 of the signed bytes
+    Column("line", Text, nullable=False),
+    Column("uploaded_at", String(30), nullable=False),
+    Column("uploaded_by", ID, nullable=False),
+    sqlite_with_rowid=False,
 )
