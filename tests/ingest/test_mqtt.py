@@ -330,10 +330,10 @@ def test_the_node_subscriber_is_counted_in_metrics(fx: Fixture) -> None:
         fx.publish(fx.meter.batch().wire())
         fx.outcomes.wait_count(1)
         wait_until(
-            lambda: _metric(
-                http.get("/metrics").text, "metrocloud_mqtt_messages_acknowledged_total"
-            )
-            == 1,
+            lambda: (
+                _metric(http.get("/metrics").text, "metrocloud_mqtt_messages_acknowledged_total")
+                == 1
+            ),
             15,
             "the acknowledgement in the metrics",
         )
