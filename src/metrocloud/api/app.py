@@ -17,6 +17,7 @@ from metrocloud.api.deps import BODY_MODELS
 from metrocloud.api.problems import install_problem_handlers
 from metrocloud.api.routes import (
     certificates,
+    compliance,
     flags,
     forensics,
     ingest,
@@ -86,6 +87,7 @@ def create_app(node: Node, *, fast_lane: bool = True, background: bool = False) 
         public.router,
         parties.router,
         certificates.router,
+        compliance.router,
         instruments.router,
         ingest.router,
         flags.router,

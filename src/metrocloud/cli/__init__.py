@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from metrocloud.cli import (
     _main,  # noqa: F401  (registers the node's commands)
+    compliance,  # noqa: F401  (compliance report)
     evidence,  # noqa: F401  (evidence export, verify, timeline)
     verification,  # noqa: F401  (verification run)
 )
