@@ -554,3 +554,11 @@ def test_serve_refuses_a_bad_mqtt_url_with_the_reason(tmp_path: Path) -> None:
         "error: MQTT broker URL 'http://127.0.0.1:1883' has scheme 'http'; expected "
         "mqtt://HOST[:PORT][/TOPIC-PREFIX] (or mqtts:// for TLS)"
     )
+
+
+def test_the_node_logs_its_background_work(node: NodeProcess) -> None:
+    """``serve`` shows the node's own INFO lines (the lake writer, the MQTT intake), and no
+    bearer token among them."""
+    wait_until(lambda: "lake writer: flushing the intake into" in node.log(), 30, "the lake log")
+    wait_until(lambda: "MQTT intake connected to" in node.log(), 30, "the MQTT log")
+    assert "mct_" not in node.log()

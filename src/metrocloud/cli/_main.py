@@ -50,6 +50,31 @@ def _credentials_file(data_dir: Path, creds: dict[str, Any]) -> Path:
     return path
 
 
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus the node's own loggers (``metrocloud.*``: the lake writer, the
+    MQTT intake, the grid, the exchange's metadata) at INFO on stderr. Nothing logged there
+    carries a secret, a token or a document's content."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["metrocloud"] = {
+        "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    }
+    config["handlers"]["metrocloud"] = {
+        "formatter": "metrocloud",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["metrocloud"] = {
+        "handlers": ["metrocloud"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    return config
+
+
 def _serve(node: Any, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
@@ -58,7 +83,14 @@ def _serve(node: Any, host: str, port: int, workers: int = 1) -> None:
     if workers == 1:
         try:
             app = create_app(node, background=True)
-            uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+            uvicorn.run(
+                app,
+                host=host,
+                port=port,
+                log_level="info",
+                log_config=_log_config(),
+                access_log=False,
+            )
         finally:
             node.close()
         return
@@ -84,6 +116,7 @@ def _serve(node: Any, host: str, port: int, workers: int = 1) -> None:
         host=host,
         port=port,
         log_level="info",
+        log_config=_log_config(),
         access_log=False,
     )
 
@@ -170,15 +203,39 @@ def demo(
     no_serve: Annotated[
         bool, typer.Option("--no-serve", help="Seed and exit; do not serve.")
     ] = False,
+    grid: Annotated[
+        int,
+        typer.Option(
+            "--grid",
+            help="Run N member-state nodes (DE, FR, NL, ...) as a grid on ports PORT, PORT+1, "
+            "...; writes DATA_DIR/grid.json (docs/grid.md#demo).",
+        ),
+    ] = 0,
 ) -> None:
     """A node on embedded defaults, seeded with a realistic population, then served.
 
     Writes one token per role to DATA_DIR/credentials.json. Re-running on the same
-    DATA_DIR serves the existing population.
+    DATA_DIR serves the existing population. With --grid N: N nodes, one per member state.
     """
     from metrocloud.services.demo import seed_demo
     from metrocloud.services.node import Node
 
+    if grid:
+        from metrocloud.cli.grid import run_grid_demo
+
+        if db:
+            with _errors():
+                raise CliError("--grid runs every node on SQLite in DATA_DIR; drop --db")
+        per_type = max(10, min(instruments // (2 * grid + 1), 500))
+        run_grid_demo(
+            nodes=grid,
+            data_dir=data_dir,
+            host=host,
+            port=port,
+            per_type=per_type,
+            no_serve=no_serve,
+        )
+        return
     with _errors():
         node = Node.open(_settings(data_dir, db, host=host, port=port))
         creds_path = data_dir / "credentials.json"
