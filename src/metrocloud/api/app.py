@@ -22,6 +22,7 @@ from metrocloud.api.routes import (
     forensics,
     ingest,
     instruments,
+    monitoring,
     parties,
     public,
     verification,
@@ -93,6 +94,7 @@ def create_app(node: Node, *, fast_lane: bool = True, background: bool = False) 
         flags.router,
         readings.router,
         forensics.router,
+        monitoring.router,
         verification.router,
     ):
         app.include_router(r, prefix=API_PREFIX)

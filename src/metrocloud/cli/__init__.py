@@ -10,6 +10,7 @@ from metrocloud.cli import (
     _main,  # noqa: F401  (registers the node's commands)
     compliance,  # noqa: F401  (compliance report)
     evidence,  # noqa: F401  (evidence export, verify, timeline)
+    monitoring,  # noqa: F401  (monitor, maintenance)
     verification,  # noqa: F401  (verification run)
 )
 from metrocloud.cli._common import app, err, out

@@ -3,7 +3,8 @@
 :class:`Lake` writes (one writer process, exactly-once per segment, committed through an
 atomically replaced manifest) and keeps house (compaction, retention, vacuum);
 :class:`LakeEngine` is the query interface, :class:`DuckDBEngine` its embedded
-implementation. See docs/lake.md.
+implementation and ``metrocloud.lake.spark_engine.SparkEngine`` its Apache Spark one (imported
+on demand: pyspark is optional); :func:`open_engine` picks one by name. See docs/lake.md.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from metrocloud.lake.engine import (
     INSTRUMENT_READINGS_SCHEMA,
     LakeEngine,
 )
-from metrocloud.lake.errors import LakeCorrupt
+from metrocloud.lake.engines import ENGINES, open_engine
+from metrocloud.lake.errors import EngineUnavailable, LakeCorrupt
 from metrocloud.lake.maintenance import CompactionReport, RetentionReport
 from metrocloud.lake.manifest import FileEntry, Manifest, Snapshot
 from metrocloud.lake.schema import READINGS_SCHEMA, validate_readings
@@ -25,11 +27,13 @@ from metrocloud.lake.schema import READINGS_SCHEMA, validate_readings
 __all__ = [
     "COUNTER_ANOMALIES_SCHEMA",
     "DAILY_CONSUMPTION_SCHEMA",
+    "ENGINES",
     "FLEET_SUMMARY_SCHEMA",
     "INSTRUMENT_READINGS_SCHEMA",
     "READINGS_SCHEMA",
     "CompactionReport",
     "DuckDBEngine",
+    "EngineUnavailable",
     "FileEntry",
     "Lake",
     "LakeCorrupt",
@@ -37,6 +41,7 @@ __all__ = [
     "Manifest",
     "RetentionReport",
     "Snapshot",
+    "open_engine",
     "segment_file_name",
     "validate_readings",
 ]

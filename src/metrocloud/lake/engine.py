@@ -1,7 +1,8 @@
 """The query interface of the lake: what a query engine over it must answer.
 
 :class:`LakeEngine` is implemented by :class:`~metrocloud.lake.duckdb_engine.DuckDBEngine`
-(embedded, the default) and later by Apache Spark for fleets beyond one machine. Every method
+(embedded, the default) and :class:`~metrocloud.lake.spark_engine.SparkEngine` (Apache Spark,
+for fleets beyond one machine; equal tables). Every method
 returns a ``pyarrow.Table`` of the schema named here, rows in the documented order, so that
 callers and tests do not depend on the engine.
 
@@ -220,6 +221,12 @@ class LakeEngine(Protocol):
     def close(self) -> None: ...
 
 
+#: the bounds a window may take: a day inside the years datetime can hold, so that the
+#: engines' day arithmetic (the day before, the last microsecond) stays representable
+_FIRST: Final = datetime(1, 1, 2, tzinfo=UTC)
+_LAST: Final = datetime(9999, 12, 30, tzinfo=UTC)
+
+
 def _instant(value: date | datetime, name: str) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
@@ -227,10 +234,20 @@ def _instant(value: date | datetime, name: str) -> datetime:
                 f"{name}={value.isoformat()} is a naive datetime: give a timezone (UTC)",
                 rule="lake time bounds are timezone-aware (docs/lake.md)",
             )
-        return value.astimezone(UTC)
-    if isinstance(value, date):
-        return datetime.combine(value, time(0), UTC)
-    raise InvalidInput(f"{name} must be a date or datetime, got {type(value).__name__}")
+        try:
+            out = value.astimezone(UTC)
+        except OverflowError:
+            out = None
+    elif isinstance(value, date):
+        out = datetime.combine(value, time(0), UTC)
+    else:
+        raise InvalidInput(f"{name} must be a date or datetime, got {type(value).__name__}")
+    if out is None or not _FIRST <= out <= _LAST:
+        raise InvalidInput(
+            f"{name}={value.isoformat()} is outside the times a window may take: expected "
+            f"{_FIRST.date()} to {_LAST.date()} (UTC)"
+        )
+    return out
 
 
 def time_bounds(start: Bound, end: Bound) -> tuple[datetime | None, datetime | None]:

@@ -1,10 +1,10 @@
-"""The lake's own error: a lake whose on-disk state cannot be trusted."""
+"""The lake's own errors: a lake whose state cannot be trusted, an engine that cannot run."""
 
 from __future__ import annotations
 
 from metrocloud.domain.errors import MetrocloudError
 
-__all__ = ["LakeCorrupt"]
+__all__ = ["EngineUnavailable", "LakeCorrupt"]
 
 
 class LakeCorrupt(MetrocloudError):
@@ -14,3 +14,11 @@ class LakeCorrupt(MetrocloudError):
     """
 
     code = "lake-corrupt"
+
+
+class EngineUnavailable(MetrocloudError):
+    """A query engine that cannot run here (pyspark or a Java runtime is missing, or the
+    Spark master cannot be reached); the message names what to install or which engine to
+    use instead."""
+
+    code = "engine-unavailable"
