@@ -25,6 +25,7 @@ from metrocloud.api.routes import (
     monitoring,
     parties,
     public,
+    surveillance,
     verification,
 )
 from metrocloud.api.routes import measurements as readings
@@ -95,6 +96,7 @@ def create_app(node: Node, *, fast_lane: bool = True, background: bool = False) 
         readings.router,
         forensics.router,
         monitoring.router,
+        surveillance.router,
         verification.router,
     ):
         app.include_router(r, prefix=API_PREFIX)

@@ -11,6 +11,7 @@ from metrocloud.cli import (
     compliance,  # noqa: F401  (compliance report)
     evidence,  # noqa: F401  (evidence export, verify, timeline)
     monitoring,  # noqa: F401  (monitor, maintenance)
+    surveillance,  # noqa: F401  (surveillance risk, plan, decide, notify, notices)
     verification,  # noqa: F401  (verification run)
 )
 from metrocloud.cli._common import app, err, out

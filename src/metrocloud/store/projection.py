@@ -21,6 +21,7 @@ from metrocloud.domain.certificates import CertificateAction, CertificateStatus,
 from metrocloud.domain.errors import InvalidInput, NotFound
 from metrocloud.domain.instruments import EventKind, LifeCycleState, apply_event
 from metrocloud.domain.parties import PartyRole
+from metrocloud.store._ledger_only import inspection_planned, lot_decided
 from metrocloud.store.bulk import insert_rows
 from metrocloud.store.schema import (
     certificate_history,
@@ -312,6 +313,9 @@ KINDS: dict[str, Callable[[Connection, Payload, int], None]] = {
     "instruments.registered": _instruments_registered,
     "conformity.declared": _conformity_declared,
     "instrument.event": _instrument_event,
+    # ledger-only facts (no registry row): services/surveillance
+    "lot.decided": lot_decided,
+    "inspection.planned": inspection_planned,
 }
 
 

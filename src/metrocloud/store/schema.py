@@ -182,6 +182,9 @@ events = Table(
     Column("state_after", String(20), nullable=False),
     Column("leaf_index", BigInteger, nullable=False),
     UniqueConstraint("instrument_id", "seq", name="uq_events_instrument_seq"),
+    # fleet-wide questions ask by kind (every tamper event, every open non-compliance):
+    # a range of this index, not a scan of all events (services/surveillance, migration 0005)
+    Index("ix_events_kind_instrument_id", "kind", "instrument_id", "seq"),
     sqlite_with_rowid=False,  # one B-tree keyed by the id, not rowid + index
 )
 
