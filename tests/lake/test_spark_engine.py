@@ -35,6 +35,7 @@ from metrocloud.lake import (
 )
 from metrocloud.lake.engine import REFERENCE_SUFFIX
 from metrocloud.lake.spark_engine import SMALL_LAKE_CONF, SparkEngine, local_session
+from tests._java import require_java
 
 from ._support import T0, Row, table
 
@@ -90,6 +91,7 @@ class Engines:
 
 @pytest.fixture(scope="module")
 def session() -> Iterator[SparkSession]:
+    require_java()
     spark = local_session("local[2]", conf=SMALL_LAKE_CONF)
     yield spark
     spark.stop()

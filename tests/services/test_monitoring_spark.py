@@ -29,6 +29,7 @@ from metrocloud.services.monitoring import Alert, detect
 from metrocloud.services.node import Node
 from metrocloud.services.settings import Settings
 from metrocloud.sim import SimConfig, run_simulation
+from tests._java import require_java
 
 TODAY = datetime.now(UTC).date()
 DAYS = 10
@@ -56,6 +57,7 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    require_java()
     root: Path = tmp_path_factory.mktemp("monitoring-spark")
     node = Node.open(Settings(data_dir=root, country="DE"))
     run_simulation(
