@@ -43,19 +43,37 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from metrocloud.api.app import API_PREFIX, create_app
+from metrocloud.device.eventlog import DeviceEventKind, EventLog
 from metrocloud.domain.certificates import CertificateAction, ConformityModule
 from metrocloud.domain.instruments import EventKind
 from metrocloud.formats.batches import GENESIS_PREV, encode_batch
+from metrocloud.formats.evidence import verify_bundle
 from metrocloud.formats.transparenz import read_container
 from metrocloud.services import access
 from metrocloud.services import certificates as certs
 from metrocloud.services import declarations as decl
 from metrocloud.services import events as ev
+from metrocloud.services import instruments as inst
 from metrocloud.services import parties as pty
+from metrocloud.services import surveillance as surveillance_svc
 from metrocloud.services.node import Node
-from metrocloud.store.schema import credentials, grants, instruments, quarantine
+from metrocloud.store.schema import (
+    credentials,
+    exchange_messages,
+    grants,
+    instruments,
+    quarantine,
+)
+from metrocloud.trust.confidential import Envelope
 from metrocloud.trust.credentials import sign_token_request
+from metrocloud.trust.encryption import EncryptionKey, bind_encryption_key
 from metrocloud.trust.keys import PrivateKey
+from metrocloud.trust.receipts import sign_receipt
+from tests._exchange import enroll
+from tests._exchange import seal as xch_seal
+from tests._exchange import send as xch_send
+from tests._exchange import upload_body as xch_body
+from tests._monitoring import give_results
 from tests.conftest import Member, World
 
 OK = "ok"  # 2xx; for a list naming a target record: the record is in the page
@@ -170,6 +188,8 @@ def only(allowed: Outcome, role: str, *, others: Outcome = 403) -> dict[str, Out
 
 
 ALL = {r: OK for r in ROLES}
+#: node-to-node endpoints: a party's bearer token is no node signature (401 for everyone)
+NODE_ONLY: dict[str, Outcome] = {r: 401 for r in ROLES}
 ALL_OWN_FOREIGN = {r: (OK, OK) for r in ROLES}
 #: instrument data: manufacturer, operator, certifying notified body, any authority; no admin
 INSTRUMENT_READ = {"admin": 403, "nb": (OK, 403), "man": (OK, 403), "op": (OK, 403), "auth": OK}
@@ -187,11 +207,25 @@ GRANTED = (
     ("nb2", "granted", OK),
     ("admin", "granted", 403),
 )
+FORENSIC_READ = {"admin": 403, "nb": (403, 403), "man": (OK, 403), "op": (OK, 403), "auth": OK}
+FORENSIC_MISSING = {"admin": 403, "nb": 403, "man": 404, "op": 404, "auth": 404}
+NOT_GRANTED = tuple((caller, ownership, 403) for caller, ownership, _ in GRANTED)
 ISSUER_ONLY = {"admin": 403, "nb": (OK, 403), "man": (403, 403), "op": 403, "auth": 403}
 ISSUER_MISSING = {"admin": 403, "nb": 404, "man": 403, "op": 403, "auth": 403}
 EVENTS = "POST /api/v1/instruments/{instrument_id}/events"
 EVENT_MISSING = {"admin": 403, "nb": 403, "man": 404, "op": 404, "auth": 404}
 AUTHORITY_EVENT = {"admin": 403, "nb": 403, "man": (403, 403), "op": (403, 403), "auth": 201}
+#: authority-only surveillance on a record that does not exist
+SURVEILLANCE_MISSING = {"admin": 403, "nb": 403, "man": 403, "op": 403, "auth": 404}
+#: confidential exchange: the parties to a message see it, to anyone else it does not exist
+EXCHANGE_PARTY = {
+    "admin": 403,
+    "nb": (OK, 404),
+    "man": (OK, 404),
+    "op": (OK, 404),
+    "auth": (OK, 404),
+}
+EXCHANGE_MISSING = {"admin": 403, "nb": 404, "man": 404, "op": 404, "auth": 404}
 #: refusals by event kind: the guard lets the caller in (role and relationship fit), the kind
 #: in the body decides - these cannot be refused before the body is read
 BY_KIND = ("man:own", "op:own")
@@ -263,6 +297,12 @@ MATRIX: list[Row] = [
           missing=INSTRUMENT_MISSING, extra=GRANTED, **INSTRUMENT_READ),
     *spec("GET /api/v1/instruments/{instrument_id}/measurements", scoped=True,
           missing=INSTRUMENT_MISSING, extra=GRANTED, **INSTRUMENT_READ),
+    # forensic record (timeline, evidence bundle): authorities, the owner and the operator
+    # only - not the certifying NB, not grantees (it holds the owners' access log)
+    *spec("GET /api/v1/instruments/{instrument_id}/timeline", scoped=True,
+          missing=FORENSIC_MISSING, extra=NOT_GRANTED, **FORENSIC_READ),
+    *spec("GET /api/v1/instruments/{instrument_id}/evidence", scoped=True,
+          missing=FORENSIC_MISSING, extra=NOT_GRANTED, **FORENSIC_READ),
     # life-cycle events, one block per kind (own/foreign as seen from the caller's role)
     # (placed_on_market: the instrument has no operator yet, so any operator passes the guard)
     *spec(EVENTS, variant="placed_on_market", scoped=True, missing=EVENT_MISSING,
@@ -292,9 +332,80 @@ MATRIX: list[Row] = [
     *spec("GET /api/v1/declarations/{declaration_id}", scoped=True,
           missing={"admin": 403, "nb": 404, "man": 404, "op": 403, "auth": 404},
           admin=403, nb=(OK, 403), man=(OK, 403), op=403, auth=OK),
+    # -- e-compliance reports: any authority; the manufacturer its own instruments, itself
+    # and its types; the notified body the types it certified and their instruments. No
+    # operator, no admin, and a grant does not extend to reports -----------------------------
+    *spec("GET /api/v1/compliance/instruments/{instrument_id}", scoped=True,
+          missing={"admin": 403, "nb": 404, "man": 404, "op": 403, "auth": 404},
+          extra=tuple((c, "granted", 403) for c in ("man2", "op2", "nb2", "admin")),
+          admin=403, nb=(OK, 403), man=(OK, 403), op=(403, 403), auth=OK),
+    *spec("GET /api/v1/compliance/manufacturers/{party_id}", scoped=True,
+          missing={"admin": 403, "nb": 403, "man": 403, "op": 403, "auth": 404},
+          admin=403, nb=403, man=(OK, 403), op=403, auth=OK),
+    *spec("GET /api/v1/compliance/types/{certificate_id}", scoped=True,
+          missing={"admin": 403, "nb": 404, "man": 404, "op": 403, "auth": 404},
+          admin=403, nb=(OK, 403), man=(OK, 403), op=403, auth=OK),
+    # -- monitoring and maintenance: results about instruments, read like the instruments;
+    # the list holds what the caller may read, one instrument (?instrument=) is checked ------
+    *spec("GET /api/v1/monitoring/alerts", scoped=True, extra=GRANTED, **INSTRUMENT_SEARCH),
+    *spec("GET /api/v1/monitoring/alerts", variant="one instrument", scoped=True,
+          missing=INSTRUMENT_MISSING, extra=GRANTED, **INSTRUMENT_READ),
+    *spec("GET /api/v1/maintenance/plan", scoped=True, extra=GRANTED, **INSTRUMENT_SEARCH),
+    *spec("GET /api/v1/maintenance/plan", variant="one instrument", scoped=True,
+          missing=INSTRUMENT_MISSING, extra=GRANTED, **INSTRUMENT_READ),
     # -- measurements: head-end systems forward batches; each batch proves itself ------------
     *spec("POST /api/v1/ingest/batches", admin=403, nb=403, man=OK, op=OK, auth=403),
     *spec("POST /api/v1/ingest/ocmf", admin=403, nb=403, man=OK, op=OK, auth=403),
+    # -- e-market surveillance: risk and plans are the authorities'; lots also the issuing NB's;
+    # notices are non_compliance_found events, read like the instrument -----------------------
+    *spec("GET /api/v1/surveillance/risk", scoped=True, missing=SURVEILLANCE_MISSING,
+          admin=403, nb=403, man=403, op=403, auth=OK),
+    *spec("GET /api/v1/surveillance/risk", variant="type", scoped=True,
+          missing=SURVEILLANCE_MISSING, admin=403, nb=403, man=403, op=403, auth=OK),
+    *spec("POST /api/v1/surveillance/inspection-plans", **only(201, "auth")),
+    *spec("POST /api/v1/surveillance/lot-decisions", scoped=True, by_body=("nb",),
+          missing={"admin": 403, "nb": 404, "man": 403, "op": 403, "auth": 404},
+          admin=403, nb=(201, 403), man=403, op=403, auth=201),
+    *spec("POST /api/v1/surveillance/non-compliance", scoped=True,
+          missing=SURVEILLANCE_MISSING, admin=403, nb=403, man=403, op=403, auth=201),
+    *spec("GET /api/v1/surveillance/non-compliance", scoped=True, extra=GRANTED,
+          admin=403, nb=(OK, HIDDEN), man=(OK, HIDDEN), op=(OK, HIDDEN), auth=OK),
+    # -- remote verification: head-ends upload device event logs; authorities evaluate and
+    # record signed results; the history is read like the instrument ------------------------
+    *spec("PUT /api/v1/instruments/{instrument_id}/event-log", scoped=True,
+          missing={"admin": 403, "nb": 403, "man": 404, "op": 404, "auth": 403},
+          admin=403, nb=403, man=(OK, 403), op=(OK, 403), auth=403),
+    *spec("POST /api/v1/verifications/evaluate", **only(OK, "auth")),
+    *spec("POST /api/v1/verifications", **only(201, "auth")),
+    *spec("GET /api/v1/instruments/{instrument_id}/verifications", scoped=True,
+          missing=INSTRUMENT_MISSING, extra=GRANTED, **INSTRUMENT_READ),
+    # -- confidential exchange (docs/exchange.md): every party but the node admin; a message
+    # exists for its sender and recipients only (404 to anyone else); keys are public --------
+    *spec("POST /api/v1/exchange/keys", admin=403, nb=201, man=201, op=201, auth=201),
+    *spec("GET /api/v1/exchange/keys/{party_id}", scoped=True, missing=404,
+          admin=(404, OK), nb=(OK, OK), man=(OK, OK), op=(OK, OK), auth=(OK, OK)),
+    *spec("POST /api/v1/exchange/messages", admin=403, nb=201, man=201, op=201, auth=201),
+    *spec("GET /api/v1/exchange/messages", scoped=True, admin=403, nb=(OK, HIDDEN),
+          man=(OK, HIDDEN), op=(OK, HIDDEN), auth=(OK, HIDDEN)),
+    *spec("GET /api/v1/exchange/messages/{message_id}", scoped=True,
+          missing=EXCHANGE_MISSING, **EXCHANGE_PARTY),
+    *spec("GET /api/v1/exchange/messages/{message_id}/content", scoped=True,
+          missing=EXCHANGE_MISSING, **EXCHANGE_PARTY),
+    *spec("POST /api/v1/exchange/messages/{message_id}/receipt", scoped=True,
+          missing=EXCHANGE_MISSING, admin=403, nb=(201, 404), man=(201, 404), op=(201, 404),
+          auth=(201, 404)),
+    *spec("GET /api/v1/exchange/messages/{message_id}/receipts", scoped=True,
+          missing=EXCHANGE_MISSING, **EXCHANGE_PARTY),
+    # -- the Legal Metrology Grid (docs/grid.md): node-to-node endpoints authenticate the
+    # calling node by its signed request; no party token opens them ----------------------------
+    *spec("POST /api/v1/grid/messages", **NODE_ONLY),
+    *spec("POST /api/v1/grid/queries/{kind}", **NODE_ONLY),
+    *spec("GET /api/v1/grid/status", admin=OK, nb=403, man=403, op=403, auth=OK),
+    *spec("GET /api/v1/grid/statistics/{statistic}", admin=403, nb=OK, man=403, op=403,
+          auth=OK),
+    *spec("GET /api/v1/grid/cosignatures", public=True),
+    *spec("POST /api/v1/grid/alerts", **only(201, "auth")),
+    *spec("GET /api/v1/grid/alerts", **ALL),
 ]
 # fmt: on
 
@@ -311,6 +422,7 @@ class Req:
     json: Any = None
     params: dict[str, Any] | None = None
     target: str | None = None  # id a list must (OK) or must not (HIDDEN) contain
+    target_key: str = "id"  # the item field holding it
     on_allowed: Callable[[httpx.Response], str | None] | None = None
     on_denied: Callable[[], str | None] | None = None
     #: a body other than JSON (sent as is, with ``headers``)
@@ -510,7 +622,7 @@ class Scenario:
             if row.expected not in (OK, HIDDEN) and resp.status_code != row.expected:
                 return [f"{row}: expected {row.expected}, {got}"]
             if req.target is not None:
-                ids = [item.get("id") for item in resp.json()["items"]]
+                ids = [item.get(req.target_key) for item in resp.json()["items"]]
                 if row.expected == OK and req.target not in ids:
                     return [f"{row}: allowed, but {req.target} is not in the answer: {ids}"]
                 if row.expected == HIDDEN and req.target in ids:
@@ -968,9 +1080,59 @@ def _measurements(s: Scenario, row: Row) -> Req:
     return _get(f"/instruments/{s.instrument_for(row)['id']}/measurements")
 
 
+@builds("GET /api/v1/instruments/{instrument_id}/timeline")
+def _timeline(s: Scenario, row: Row) -> Req:
+    iid = s.instrument_for(row)["id"]
+    return Req(
+        "GET",
+        f"{API_PREFIX}/instruments/{iid}/timeline",
+        on_allowed=lambda r: None if r.json()["instrument"]["id"] == iid else r.text[:200],
+    )
+
+
+@builds("GET /api/v1/instruments/{instrument_id}/evidence")
+def _evidence(s: Scenario, row: Row) -> Req:
+    iid = s.instrument_for(row)["id"]
+
+    def verifies(r: httpx.Response) -> str | None:
+        report = verify_bundle(r.content, trusted_key=s.node.key.public_key)
+        if not report.ok or report.instrument_id != iid:
+            return f"bundle of {report.instrument_id} does not verify: {report.failure}"
+        return None
+
+    return Req("GET", f"{API_PREFIX}/instruments/{iid}/evidence", on_allowed=verifies)
+
+
 @builds("GET /api/v1/instruments/{instrument_id}/flags")
 def _flags(s: Scenario, row: Row) -> Req:
     return _get(f"/instruments/{s.instrument_for(row)['id']}/flags")
+
+
+def _with_results(s: Scenario, row: Row) -> dict[str, Any]:
+    """The row's instrument, with an alert and a maintenance estimate (tests/_monitoring.py)."""
+    ins = s.instrument_for(row)
+    if row.ownership != "missing":
+        s._memoize(
+            ("results", ins["id"]),
+            lambda: give_results(s.node, s.m("auth1").actor, ins["id"], "MI-003"),
+        )
+    return ins
+
+
+@builds("GET /api/v1/monitoring/alerts")
+def _alerts(s: Scenario, row: Row) -> Req:
+    ins = _with_results(s, row)
+    params = {"instrument": ins["id"]} if row.variant else None
+    return Req("GET", f"{API_PREFIX}/monitoring/alerts", params=params, target=ins["id"],
+               target_key="instrument")  # fmt: skip
+
+
+@builds("GET /api/v1/maintenance/plan")
+def _plan(s: Scenario, row: Row) -> Req:
+    ins = _with_results(s, row)
+    params = {"instrument": ins["id"]} if row.variant else None
+    return Req("GET", f"{API_PREFIX}/maintenance/plan", params=params, target=ins["id"],
+               target_key="instrument")  # fmt: skip
 
 
 EVENT_STATE = {
@@ -1046,6 +1208,410 @@ def _declarations(s: Scenario, row: Row) -> Req:
 def _declaration(s: Scenario, row: Row) -> Req:
     did = MISSING["doc"] if row.ownership == "missing" else s.declaration(s.side(row))["id"]
     return _get(f"/declarations/{did}")
+
+
+@builds("GET /api/v1/surveillance/risk")
+def _risk(s: Scenario, row: Row) -> Req:
+    if row.variant == "type":  # registry alerts only (lake=false); the other variant asks the lake
+        cid = MISSING["cer"] if row.ownership == "missing" else s.cert(s.side(row))["id"]
+        return Req(
+            "GET",
+            f"{API_PREFIX}/surveillance/risk",
+            params={"type": cid, "lake": "false"},
+            on_allowed=lambda r: None if r.json()["type"]["certificate_id"] == cid else r.text,
+        )
+    iid = s.instrument_for(row)["id"]
+    return Req(
+        "GET",
+        f"{API_PREFIX}/surveillance/risk",
+        params={"instrument": iid},
+        on_allowed=lambda r: None if r.json()["instrument"]["instrument_id"] == iid else r.text,
+    )
+
+
+@builds("POST /api/v1/surveillance/inspection-plans")
+def _inspection_plan(s: Scenario, row: Row) -> Req:
+    s.instrument("A")  # something on the market to plan for
+
+    def planned(r: httpx.Response) -> str | None:
+        plan = r.json()
+        ok = plan["authority"] == s.m(row.caller).id and len(plan["digest"]) == 64
+        return None if ok and plan["size"] >= 1 else r.text
+
+    return Req(
+        "POST",
+        f"{API_PREFIX}/surveillance/inspection-plans",
+        json={"budget": 2, "seed": 7, "lake": False},
+        on_allowed=planned,
+    )
+
+
+@builds("POST /api/v1/surveillance/lot-decisions")
+def _lot_decision(s: Scenario, row: Row) -> Req:
+    if row.ownership == "missing":
+        sample = [MISSING["ins"], s.fresh_instrument("A")["id"]]
+    else:  # ISO 2859-1, lot of 10, AQL 6.5: inspect 2, accept with none failing
+        sample = [s.fresh_instrument(s.side(row))["id"] for _ in range(2)]
+    body = {
+        "reference": f"LOT-{s.n()}",
+        "scheme": "iso2859",
+        "lot_size": 10,
+        "aql": "6.5",
+        "results": [{"instrument_id": i, "conforming": True} for i in sample],
+    }
+
+    def decided(r: httpx.Response) -> str | None:
+        d = r.json()
+        ok = (d["decision"], d["n"], d["decided_by"]) == ("accept", 2, s.m(row.caller).id)
+        return None if ok else r.text
+
+    return Req("POST", f"{API_PREFIX}/surveillance/lot-decisions", json=body, on_allowed=decided)
+
+
+@builds("POST /api/v1/surveillance/non-compliance")
+def _notify(s: Scenario, row: Row) -> Req:
+    iid = MISSING["ins"] if row.ownership == "missing" else s.fresh_instrument(s.side(row))["id"]
+    body = {
+        "instrument_ids": [iid],
+        "finding": "seal broken, register under-counts",
+        "legal_basis": "MID 2014/32/EU Art. 40",
+        "measures": ["replace the meter"],
+        "deadline": (s.node.now() + timedelta(days=30)).date().isoformat(),
+    }
+
+    def kinds() -> list[str]:
+        return [e["kind"] for e in ev.list_events(s.node, s.m("auth1").actor, iid).items]
+
+    return Req(
+        "POST",
+        f"{API_PREFIX}/surveillance/non-compliance",
+        json=body,
+        on_allowed=lambda r: None if kinds()[-1] == "non_compliance_found" else str(kinds()),
+        on_denied=(
+            None
+            if row.ownership == "missing"
+            else lambda: "recorded anyway" if "non_compliance_found" in kinds() else None
+        ),
+    )
+
+
+@builds("GET /api/v1/surveillance/non-compliance")
+def _notices(s: Scenario, row: Row) -> Req:
+    iid = s.instrument_for(row)["id"]
+    notice = s._memoize(
+        ("notice", iid),
+        lambda: surveillance_svc.notify_non_compliance(
+            s.node,
+            s.m("auth1").actor,
+            [iid],
+            finding="MPE exceeded",
+            measures=["repair"],
+            legal_basis="MID 2014/32/EU Art. 40",
+            deadline=(s.node.now() + timedelta(days=30)).date(),
+        )[0],
+    )
+    return Req(
+        "GET",
+        f"{API_PREFIX}/surveillance/non-compliance",
+        params={"open": "true", "limit": 1000},
+        target=notice["id"],
+    )
+
+
+def _reported(key: str, expected: str) -> Callable[[httpx.Response], str | None]:
+    def check(r: httpx.Response) -> str | None:
+        doc = r.json()
+        got = doc["instrument"]["id"] if key == "instrument" else doc["subject"]["id"]
+        return None if got == expected else f"report on {got}, expected {expected}"
+
+    return check
+
+
+@builds("GET /api/v1/compliance/instruments/{instrument_id}")
+def _compliance_instrument(s: Scenario, row: Row) -> Req:
+    iid = s.instrument_for(row)["id"]
+    return Req(
+        "GET",
+        f"{API_PREFIX}/compliance/instruments/{iid}",
+        on_allowed=_reported("instrument", iid),
+    )
+
+
+@builds("GET /api/v1/compliance/manufacturers/{party_id}")
+def _compliance_manufacturer(s: Scenario, row: Row) -> Req:
+    pid = MISSING["pty"] if row.ownership == "missing" else s.who(s.side(row), "man").id
+    return Req(
+        "GET",
+        f"{API_PREFIX}/compliance/manufacturers/{pid}",
+        on_allowed=_reported("subject", pid),
+    )
+
+
+@builds("GET /api/v1/compliance/types/{certificate_id}")
+def _compliance_type(s: Scenario, row: Row) -> Req:
+    cid = MISSING["cer"] if row.ownership == "missing" else s.cert(s.side(row))["id"]
+    return Req("GET", f"{API_PREFIX}/compliance/types/{cid}", on_allowed=_reported("subject", cid))
+
+
+def _logged_instrument(s: Scenario, side: str) -> tuple[dict[str, Any], PrivateKey]:
+    """An instrument of ``side`` in service whose device key the test holds."""
+
+    def make() -> tuple[dict[str, Any], PrivateKey]:
+        key = PrivateKey.generate()
+        draft = inst.InstrumentDraft(
+            serial=f"LOG-{side}-{s.n()}",
+            certificate_id=s.cert(side)["id"],
+            device_keys=(key.public_key.to_spki_b64(),),
+        )
+        ref = inst.register_instruments(s.node, s.who(side, "man").actor, [draft])[0][0]
+        for kind in _PREPARE["in_service"]:
+            ev.record_events(
+                s.node,
+                s.who(side, _WHO[kind]).actor,
+                [ev.EventDraft(instrument_id=ref["id"], kind=EventKind(kind))],
+            )
+        return ref, key
+
+    return cast(tuple[dict[str, Any], PrivateKey], s._memoize(("logged", side), make))
+
+
+@builds("PUT /api/v1/instruments/{instrument_id}/event-log")
+def _event_log(s: Scenario, row: Row) -> Req:
+    side = "A" if row.caller in UNAUTHENTICATED or row.ownership == "missing" else s.side(row)
+    ins, key = _logged_instrument(s, side)
+
+    def device_log() -> bytes:  # one log per device: every upload sends the same records
+        log = EventLog.in_memory(key, clock=lambda: s.node.now() - timedelta(days=1))
+        log.append(DeviceEventKind.PROVISIONED, {"matrix": True})
+        return b"".join(r.to_line() for r in log.records)
+
+    iid = MISSING["ins"] if row.ownership == "missing" else ins["id"]
+    return Req(
+        "PUT",
+        f"{API_PREFIX}/instruments/{iid}/event-log",
+        content=cast(bytes, s._memoize(("device log", side), device_log)),
+        headers={"Content-Type": "application/x-ndjson"},
+        on_allowed=lambda r: None if r.json()["records"] >= 1 else r.text,
+    )
+
+
+@builds("POST /api/v1/verifications/evaluate")
+def _evaluate(s: Scenario, row: Row) -> Req:
+    iid = s.instrument("A")["id"]
+    return Req(
+        "POST",
+        f"{API_PREFIX}/verifications/evaluate",
+        json={"instrument_ids": [iid]},
+        on_allowed=lambda r: None if r.json()["results"][0]["instrument_id"] == iid else r.text,
+    )
+
+
+@builds("POST /api/v1/verifications")
+def _verifications(s: Scenario, row: Row) -> Req:
+    from metrocloud.services import verification as ver
+
+    signer = s.m(row.caller) if row.caller in ROLES["auth"] else s.m("auth1")
+    ins = s.fresh_instrument("A") if row.expected == 201 else s.instrument("B")
+    result = ver.evaluate(s.node, signer.actor, [ins["id"]])[0]
+    body = {"results": [ver.sign_result(result, signer.key).to_json()]}
+
+    def recorded() -> int:
+        return len(ver.list_verifications(s.node, s.m("auth1").actor, ins["id"]).items)
+
+    return Req(
+        "POST",
+        f"{API_PREFIX}/verifications",
+        json=body,
+        on_allowed=lambda r: None if recorded() == 1 else f"{recorded()} verifications",
+        on_denied=lambda: None if recorded() == 0 else "recorded anyway",
+    )
+
+
+@builds("GET /api/v1/instruments/{instrument_id}/verifications")
+def _verification_history(s: Scenario, row: Row) -> Req:
+    return _get(f"/instruments/{s.instrument_for(row)['id']}/verifications")
+
+
+# -- confidential exchange -----------------------------------------------------------------------
+
+_NO_MESSAGE = "xch-DE-00000000000000000000000000"
+_EXCHANGERS = ("man1", "nb1", "op1", "auth1", "man2", "nb2", "op2", "auth2")
+
+
+def _others(caller: str, n: int) -> list[str]:
+    return [m for m in _EXCHANGERS if m != caller][:n]
+
+
+def _message(s: Scenario, row: Row, *, fresh: bool = False) -> str:
+    """own: a message to the caller; foreign: one between two other parties."""
+    if row.ownership == "missing":
+        return _NO_MESSAGE
+    if row.ownership == "own":
+        sender, recipient = _others(row.caller, 1)[0], row.caller
+    else:
+        sender, recipient = _others(row.caller, 2)
+
+    def make() -> Any:
+        return xch_send(s.node, s.m(sender), [s.m(recipient)], f"document {s.n()}".encode())
+
+    key = ("message", sender, recipient, s.n() if fresh else 0)
+    return str(s._memoize(key, make).id)
+
+
+@builds("POST /api/v1/exchange/keys")
+def _exchange_key(s: Scenario, row: Row) -> Req:
+    member = s.m("man1" if row.caller in UNAUTHENTICATED else row.caller)
+    key = EncryptionKey.generate()
+    body = bind_encryption_key(member.id, key.public_key, member.key).to_json()
+    return Req(
+        "POST",
+        f"{API_PREFIX}/exchange/keys",
+        json=body,
+        on_allowed=lambda r: None if r.json()["key_id"] == key.key_id else r.text,
+    )
+
+
+@builds("GET /api/v1/exchange/keys/{party_id}")
+def _exchange_key_of(s: Scenario, row: Row) -> Req:
+    if row.ownership == "missing":
+        return _get(f"/exchange/keys/{MISSING['pty']}")
+    party = s.party(row)
+    if party.party["role"] != "node_admin":
+        enroll(s.node, party)
+    return Req(
+        "GET",
+        f"{API_PREFIX}/exchange/keys/{party.id}",
+        on_allowed=lambda r: None if r.json()["party_id"] == party.id else r.text,
+    )
+
+
+@builds("POST /api/v1/exchange/messages")
+def _exchange_send(s: Scenario, row: Row) -> Req:
+    caller = "man1" if row.caller in UNAUTHENTICATED else row.caller
+    recipient = s.m(_others(caller, 1)[0])
+    sealed = xch_seal(s.node, s.m(caller), [recipient], f"report {s.n()}".encode())
+    return Req(
+        "POST",
+        f"{API_PREFIX}/exchange/messages",
+        content=xch_body(sealed),
+        headers={"Content-Type": "application/octet-stream"},
+        on_allowed=lambda r: None if r.json()["id"] == sealed.id else r.text,
+    )
+
+
+@builds("GET /api/v1/exchange/messages")
+def _exchange_list(s: Scenario, row: Row) -> Req:
+    return Req(
+        "GET",
+        f"{API_PREFIX}/exchange/messages",
+        params={"box": "in", "limit": 1000},
+        target=_message(s, row),
+    )
+
+
+@builds("GET /api/v1/exchange/messages/{message_id}")
+def _exchange_get(s: Scenario, row: Row) -> Req:
+    mid = _message(s, row)
+    return Req(
+        "GET",
+        f"{API_PREFIX}/exchange/messages/{mid}",
+        on_allowed=lambda r: None if r.json()["envelope"]["header"]["id"] == mid else r.text,
+    )
+
+
+@builds("GET /api/v1/exchange/messages/{message_id}/content")
+def _exchange_content(s: Scenario, row: Row) -> Req:
+    mid = _message(s, row)
+    return Req("GET", f"{API_PREFIX}/exchange/messages/{mid}/content")
+
+
+@builds("POST /api/v1/exchange/messages/{message_id}/receipt")
+def _exchange_receipt(s: Scenario, row: Row) -> Req:
+    mid = _message(s, row, fresh=row.ownership == "own")
+    caller = s.m("man1" if row.caller in UNAUTHENTICATED else row.caller)
+    if mid == _NO_MESSAGE:  # a well-formed receipt of a message this node never saw
+        envelope = xch_seal(s.node, s.m("auth2"), [s.m("nb2")], b"-").envelope
+    else:
+        envelope = _envelope_of(s, mid)
+    recipient = caller.id if caller.id in envelope.recipients else envelope.recipients[0]
+    body = sign_receipt(envelope, recipient, caller.key).to_json()
+    return Req(
+        "POST",
+        f"{API_PREFIX}/exchange/messages/{mid}/receipt",
+        json=body,
+        on_allowed=lambda r: None if r.json()["recipient_id"] == caller.id else r.text,
+    )
+
+
+def _envelope_of(s: Scenario, message_id: str) -> Envelope:
+    with s.node.db.read() as conn:
+        row = conn.execute(
+            select(exchange_messages.c.envelope).where(exchange_messages.c.id == message_id)
+        ).one()
+    return Envelope.from_bytes(row.envelope.encode())
+
+
+@builds("GET /api/v1/exchange/messages/{message_id}/receipts")
+def _exchange_receipts(s: Scenario, row: Row) -> Req:
+    return _get(f"/exchange/messages/{_message(s, row)}/receipts")
+
+
+@builds("POST /api/v1/grid/messages")
+def _grid_messages(s: Scenario, row: Row) -> Req:
+    return Req("POST", f"{API_PREFIX}/grid/messages", json={"messages": []})
+
+
+@builds("POST /api/v1/grid/queries/{kind}")
+def _grid_query(s: Scenario, row: Row) -> Req:
+    return Req("POST", f"{API_PREFIX}/grid/queries/tree-head", json={"from": []})
+
+
+@builds("GET /api/v1/grid/status")
+def _grid_status(s: Scenario, row: Row) -> Req:
+    node_id = s.node.node_id
+    return Req(
+        "GET",
+        f"{API_PREFIX}/grid/status",
+        on_allowed=lambda r: None if r.json()["node_id"] == node_id else f"status {r.text}",
+    )
+
+
+@builds("GET /api/v1/grid/statistics/{statistic}")
+def _grid_statistic(s: Scenario, row: Row) -> Req:
+    s.instrument("A")  # something to count
+
+    def complete(r: httpx.Response) -> str | None:
+        body = r.json()
+        return None if body["complete"] and body["nodes"][0]["status"] == "ok" else r.text
+
+    return Req(
+        "GET",
+        f"{API_PREFIX}/grid/statistics/non-compliance-rate",
+        params={"by": "type"},
+        on_allowed=complete,
+    )
+
+
+@builds("GET /api/v1/grid/cosignatures")
+def _grid_cosignatures(s: Scenario, row: Row) -> Req:
+    return _get("/grid/cosignatures")
+
+
+@builds("POST /api/v1/grid/alerts")
+def _grid_alert(s: Scenario, row: Row) -> Req:
+    body = {
+        "subject_type": "certificate",
+        "subject_id": s.cert("A")["id"],
+        "severity": "high",
+        "title": f"matrix alert {s.n()}",
+        "description": "seal can be lifted",
+    }
+    return Req("POST", f"{API_PREFIX}/grid/alerts", json=body)
+
+
+@builds("GET /api/v1/grid/alerts")
+def _grid_alerts(s: Scenario, row: Row) -> Req:
+    return _get("/grid/alerts")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1195,10 +1761,24 @@ def test_refused_callers_are_refused_before_their_signature_is_checked(
 
 
 #: writes whose body is not JSON (NDJSON of signed batches)
-NOT_JSON = {"POST /api/v1/ingest/batches", "POST /api/v1/ingest/ocmf"}
+NOT_JSON = {
+    "POST /api/v1/ingest/batches",
+    "POST /api/v1/ingest/ocmf",
+    "PUT /api/v1/instruments/{instrument_id}/event-log",
+    "POST /api/v1/exchange/messages",  # envelope and ciphertext (docs/exchange.md)
+}
 
 
-@pytest.mark.parametrize("endpoint", sorted(e for e in WRITES if not e.startswith("DELETE")))
+#: writes some party may make (the grid's node-to-node endpoints take no party at all)
+PARTY_WRITES = sorted(
+    e
+    for e in WRITES
+    if not e.startswith("DELETE")
+    and any(r.expected in (OK, 201) for r in MATRIX if r.endpoint == e)
+)
+
+
+@pytest.mark.parametrize("endpoint", PARTY_WRITES)
 def test_allowed_callers_get_their_garbage_body_rejected(
     client: TestClient, world: World, endpoint: str
 ) -> None:

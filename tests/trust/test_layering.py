@@ -1,4 +1,4 @@
-"""Layer rule: trust imports only the standard library, cryptography, rfc8785, domain.errors
+"""Layer rule: trust imports only the standard library, cryptography, rfc8785, pyhpke, domain.errors
 and the durable-file helpers of ``metrocloud._fs`` (themselves standard library only)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import metrocloud.trust
 
 PACKAGE = Path(metrocloud.trust.__file__).parent
-ALLOWED_THIRD_PARTY = {"cryptography", "rfc8785"}
+ALLOWED_THIRD_PARTY = {"cryptography", "pyhpke", "rfc8785"}  # pyhpke: trust/_hpke.py only
 ALLOWED_METROCLOUD = {"metrocloud.domain.errors", "metrocloud._fs"}
 
 
@@ -59,3 +59,13 @@ def test_every_module_declares_all() -> None:
             if isinstance(target, ast.Name)
         }
         assert "__all__" in names, path.name
+
+
+def test_pyhpke_is_confined_to_its_adapter() -> None:
+    """One module adapts the HPKE library; its exceptions never leave it (STYLE.md 2)."""
+    users = sorted(
+        path.name
+        for path in PACKAGE.glob("*.py")
+        if any(m.split(".")[0] == "pyhpke" for m in _imports(path))
+    )
+    assert users == ["_hpke.py"]

@@ -18,8 +18,10 @@ from metrocloud.api.problems import install_problem_handlers
 from metrocloud.api.routes import (
     certificates,
     compliance,
+    exchange,
     flags,
     forensics,
+    grid,
     ingest,
     instruments,
     monitoring,
@@ -30,7 +32,7 @@ from metrocloud.api.routes import (
 )
 from metrocloud.api.routes import measurements as readings
 from metrocloud.api.schemas import Problem
-from metrocloud.services import measurements
+from metrocloud.services import federation, measurements
 from metrocloud.services.node import Node
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -67,10 +69,12 @@ def create_app(node: Node, *, fast_lane: bool = True, background: bool = False) 
             measurements.start_lake(node)
             if node.settings.mqtt:
                 measurements.start_mqtt(node, node.settings.mqtt)
+            federation.start_grid(node)  # outbox delivery and witnessing (docs/grid.md)
         try:
             yield
         finally:
             if background:
+                federation.stop_grid(node)
                 measurements.stop_mqtt(node)
                 measurements.stop_lake(node)
 
@@ -98,6 +102,8 @@ def create_app(node: Node, *, fast_lane: bool = True, background: bool = False) 
         monitoring.router,
         surveillance.router,
         verification.router,
+        exchange.router,
+        grid.router,
     ):
         app.include_router(r, prefix=API_PREFIX)
     app.include_router(ingest.metrics_router)

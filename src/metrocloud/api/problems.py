@@ -21,9 +21,10 @@ from metrocloud.domain.errors import (
     Unauthenticated,
     VerificationError,
 )
+from metrocloud.grid.errors import PeerUnavailable
 from metrocloud.store.database import StorageUnavailable
 
-__all__ = ["PROBLEM_BASE", "install_problem_handlers", "problem_response"]
+__all__ = ["PROBLEM_BASE", "install_problem_handlers", "problem_for", "problem_response"]
 
 log = logging.getLogger("metrocloud.api")
 PROBLEM_BASE = "https://metrocloud.eu/problems/"
@@ -39,6 +40,7 @@ _STATUS: list[tuple[type[MetrocloudError], int, str]] = [
     (VerificationError, 400, "Verification failed"),
     (InvalidInput, 422, "Invalid input"),
     (StorageUnavailable, 503, "Storage unavailable"),
+    (PeerUnavailable, 502, "Peer node unavailable"),  # the grid: another node did not answer
 ]
 
 
@@ -56,6 +58,15 @@ def problem_response(
     body.update({k: v for k, v in extra.items() if v is not None})
     headers = {"WWW-Authenticate": 'Bearer realm="metrocloud"'} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def problem_for(exc: MetrocloudError, instance: str | None = None) -> JSONResponse:
+    """The problem+json answer to ``exc``, for routes that must finish the response
+    themselves (the grid's node-to-node endpoints sign their answers)."""
+    status, title = _for(exc)
+    return problem_response(
+        status, title, exc.message, code=exc.code, instance=instance, rule=exc.rule
+    )
 
 
 def _for(exc: MetrocloudError) -> tuple[int, str]:

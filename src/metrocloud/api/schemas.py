@@ -276,6 +276,11 @@ class InstrumentOut(Out):
     registered_leaf: int
     leaf_index: int
     device_keys: list[DeviceKeyOut]
+    home_node: str | None = Field(
+        default=None,
+        description="The node the instrument is homed on (GET of one instrument; an instrument "
+        "of another member state is answered by its home node, docs/grid.md#look-up).",
+    )
 
 
 class EventIn(In):

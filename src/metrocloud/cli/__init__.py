@@ -10,6 +10,8 @@ from metrocloud.cli import (
     _main,  # noqa: F401  (registers the node's commands)
     compliance,  # noqa: F401  (compliance report)
     evidence,  # noqa: F401  (evidence export, verify, timeline)
+    exchange,  # noqa: F401  (exchange keygen, send, list, fetch, ack, receipts)
+    grid,  # noqa: F401  (grid init-anchor, admit, identity, join, peers, status, sync)
     monitoring,  # noqa: F401  (monitor, maintenance)
     surveillance,  # noqa: F401  (surveillance risk, plan, decide, notify, notices)
     verification,  # noqa: F401  (verification run)

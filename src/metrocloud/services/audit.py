@@ -22,14 +22,19 @@ from metrocloud.services.node import Node
 from metrocloud.store.database import Database
 from metrocloud.store.projection import project
 from metrocloud.store.schema import (
+    alerts,
     certificate_history,
     certificates,
     declaration_instruments,
     declarations,
     device_keys,
     events,
+    grid_anchors,
+    grid_nodes,
+    grid_replicated,
     instruments,
     parties,
+    party_encryption_keys,
 )
 from metrocloud.trust.statements import SignedStatement
 
@@ -44,6 +49,12 @@ AUDITED_TABLES: tuple[Table, ...] = (
     events,
     declarations,
     declaration_instruments,
+    party_encryption_keys,  # confidential exchange (docs/exchange.md)
+    # the Legal Metrology Grid (docs/grid.md): anchor, peer list, applied replicas, alerts
+    grid_anchors,
+    grid_nodes,
+    grid_replicated,
+    alerts,
 )
 _MAX_PROBLEMS = 1000
 

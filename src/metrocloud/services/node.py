@@ -4,7 +4,8 @@ Every legally relevant fact enters through :meth:`Node.commit`: the statements a
 with the node key (next to the party's own request signature when the party sent one),
 appended to the log, and projected into the registry tables, all in one transaction. A
 signed tree head for the new size is stored in the same transaction, so the head a client
-fetches always covers the leaf index the API just returned.
+fetches always covers the leaf index the API just returned. Statements that are EU-wide are
+queued for the grid's peers in that same transaction (docs/grid.md#replication).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import Connection, insert, select
 from metrocloud.domain.errors import InvalidInput, MetrocloudError
 from metrocloud.domain.parties import validate_country
 from metrocloud.ledger import TransparencyLog
+from metrocloud.services._federation_replication import queue_replication
 from metrocloud.services.common import ACCESS_COLUMNS
 from metrocloud.services.settings import Settings
 from metrocloud.store.database import Database
@@ -132,5 +134,7 @@ class Node:
         indexes = self.log.append(conn, [s.to_bytes() for s in signed])
         for stmt, index in zip(signed, indexes, strict=True):
             project(conn, stmt.statement.payload(), index)
+        # what is EU-wide goes into the outbox for the grid's peers, in this transaction
+        queue_replication(conn, self, signed)
         head = self.log.sign_head(conn)
         return Recorded(leaf_indexes=tuple(indexes), tree_size=head.tree_size)

@@ -169,6 +169,15 @@ def _store_token(
     )
 
 
+#: a party known here because the grid replicated it acts on the node that admitted it
+_HOME_RULE = "ARCHITECTURE.md decision 6 (docs/grid.md#replication)"
+_ELSEWHERE = "was admitted by another node of the grid; it gets its tokens there"
+
+
+def _homed_here(node: Node, party_id: str) -> bool:
+    return party_id.startswith(f"pty-{node.country}-")
+
+
 def issue_credential(
     node: Node, actor: Actor | None, party_id: str, label: str = ""
 ) -> IssuedCredential:
@@ -179,6 +188,8 @@ def issue_credential(
         row = conn.execute(select(parties).where(parties.c.id == party_id)).first()
         if row is None:
             raise NotFound(f"party {party_id} does not exist")
+        if not _homed_here(node, party_id):
+            raise Forbidden(f"party {party_id} {_ELSEWHERE}", rule=_HOME_RULE)
         return _store_token(conn, node, party_id, row.key_id, label)
 
 
@@ -189,6 +200,8 @@ def token_by_proof(node: Node, request: Mapping[str, Any]) -> IssuedCredential:
         row = conn.execute(select(parties).where(parties.c.id == party_id)).first()
         if row is None or row.public_key is None:
             raise Unauthenticated("no party with a registered key matches this token request")
+        if not _homed_here(node, party_id):
+            raise Unauthenticated(f"party {party_id} {_ELSEWHERE}", rule=_HOME_RULE)
         verify_token_request(request, PublicKey.from_spki_b64(row.public_key), now=node.now())
         # a signed request buys one token: a replay within the time window is refused
         proof = hashlib.sha256(str(request.get("signature", "")).encode()).hexdigest()

@@ -63,6 +63,46 @@ class Settings(BaseSettings):
         description="Re-verification periods (years) by category for this member state, "
         'overriding the built-in table (docs/verification.md), e.g. {"MI-003": 16}.',
     )
+    exchange_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Largest document (plaintext bytes) a party may send through this node "
+        "in one confidential exchange message (docs/exchange.md).",
+    )
+    # -- the Legal Metrology Grid (docs/grid.md) --
+    grid_outbox_interval_s: float = Field(
+        default=0.5, gt=0, description="How often the outbox worker looks for due messages."
+    )
+    grid_outbox_batch: int = Field(
+        default=100, ge=1, le=1000, description="Most messages sent to one peer in one request."
+    )
+    grid_retry_base_s: float = Field(
+        default=1.0, gt=0, description="First retry delay for a peer that did not answer."
+    )
+    grid_retry_max_s: float = Field(
+        default=300.0, gt=0, description="Longest retry delay (exponential backoff, jitter)."
+    )
+    grid_witness_interval_s: float = Field(
+        default=60.0, gt=0, description="Seconds between witnessing rounds over all peers."
+    )
+    grid_max_skew_s: int = Field(
+        default=120, ge=1, description="Clock skew accepted on signed node-to-node requests."
+    )
+    grid_request_timeout_s: float = Field(
+        default=10.0, gt=0, description="Timeout of one node-to-node request."
+    )
+    grid_min_group_size: int = Field(
+        default=10,
+        ge=1,
+        description="Smallest group this node reports in a federated statistic; smaller "
+        "groups are suppressed.",
+    )
+    grid_traffic_bodies: bool = Field(
+        default=True, description="Keep the bodies of node-to-node requests in grid_traffic."
+    )
+    grid_traffic_retention_days: int = Field(
+        default=30, ge=1, description="Days delivered messages and traffic records are kept."
+    )
 
     def lake_path(self) -> Path:
         return self.lake_dir or self.data_dir / "lake"

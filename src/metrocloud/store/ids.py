@@ -17,8 +17,9 @@ from metrocloud.domain.errors import InvalidInput
 __all__ = ["ID_PATTERN", "KINDS", "new_id", "new_ids", "parse_id"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-KINDS = frozenset({"pty", "cer", "ins", "evt", "doc", "grt"})
-ID_PATTERN = re.compile(r"^(pty|cer|ins|evt|doc|grt)-([A-Z]{2})-([0-9A-HJKMNP-TV-Z]{26})$")
+# xch: exchanged document (services/exchange), alt: alert (services/alerts)
+KINDS = frozenset({"pty", "cer", "ins", "evt", "doc", "grt", "xch", "alt"})
+ID_PATTERN = re.compile(r"^(pty|cer|ins|evt|doc|grt|xch|alt)-([A-Z]{2})-([0-9A-HJKMNP-TV-Z]{26})$")
 
 
 _B32 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())

@@ -21,6 +21,18 @@ from metrocloud.domain.certificates import CertificateAction, CertificateStatus,
 from metrocloud.domain.errors import InvalidInput, NotFound
 from metrocloud.domain.instruments import EventKind, LifeCycleState, apply_event
 from metrocloud.domain.parties import PartyRole
+from metrocloud.store._exchange_projection import (
+    encryption_key_registered,
+    exchange_receipt,
+    exchange_sent,
+)
+from metrocloud.store._grid import (
+    alert_raised,
+    grid_joined,
+    grid_node_admitted,
+    grid_node_removed,
+    grid_replicated_projector,
+)
 from metrocloud.store._ledger_only import inspection_planned, lot_decided
 from metrocloud.store.bulk import insert_rows
 from metrocloud.store.schema import (
@@ -316,7 +328,18 @@ KINDS: dict[str, Callable[[Connection, Payload, int], None]] = {
     # ledger-only facts (no registry row): services/surveillance
     "lot.decided": lot_decided,
     "inspection.planned": inspection_planned,
+    # confidential exchange (docs/exchange.md): a party's X25519 key; ledger-only facts
+    "party.encryption_key": encryption_key_registered,
+    "exchange.sent": exchange_sent,
+    "exchange.receipt": exchange_receipt,
+    # the Legal Metrology Grid (docs/grid.md): node identities, alerts; grid.replicated below
+    "grid.joined": grid_joined,
+    "grid.node_admitted": grid_node_admitted,
+    "grid.node_removed": grid_node_removed,
+    "alert.raised": alert_raised,
 }
+#: another node's statement, checked against its admitted key and projected through KINDS
+KINDS["grid.replicated"] = grid_replicated_projector(KINDS)
 
 
 def project(conn: Connection, payload: Payload, leaf_index: int) -> None:

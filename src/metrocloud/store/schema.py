@@ -28,6 +28,7 @@ from sqlalchemy import (
 
 __all__ = [
     "access_log",
+    "alerts",
     "certificate_history",
     "certificates",
     "credentials",
@@ -37,13 +38,26 @@ __all__ = [
     "device_event_logs",
     "device_keys",
     "events",
+    "exchange_messages",
+    "exchange_recipients",
     "grants",
+    "grid_anchors",
+    "grid_cosignatures",
+    "grid_heads",
+    "grid_inbox",
+    "grid_nodes",
+    "grid_nonces",
+    "grid_outbox",
+    "grid_peer_status",
+    "grid_replicated",
+    "grid_traffic",
     "instruments",
     "intake_batches",
     "intake_flags",
     "metadata",
     "node_meta",
     "parties",
+    "party_encryption_keys",
     "quarantine",
 ]
 
@@ -325,4 +339,214 @@ device_event_logs = Table(
     Column("uploaded_at", String(30), nullable=False),
     Column("uploaded_by", ID, nullable=False),
     sqlite_with_rowid=False,
+)
+
+
+# -- Legal Metrology Grid (migration 0006; docs/grid.md) --
+# registry views of the log: the pinned trust anchor, the admitted nodes (the node itself
+# included), the statements replicated from other nodes and the EU-wide alert board
+
+grid_anchors = Table(
+    "grid_anchors",
+    metadata,
+    Column("anchor_id", String(64), primary_key=True),  # hex SHA-256 of the anchor SPKI
+    Column("public_key", Text, nullable=False),
+    Column("leaf_index", BigInteger, nullable=False),
+)
+
+grid_nodes = Table(
+    "grid_nodes",
+    metadata,
+    Column("node_id", String(40), primary_key=True),
+    Column("country", String(2), nullable=False),
+    Column("base_url", String(300), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("key_id", String(64), nullable=False, unique=True),
+    Column("anchor_id", String(64), ForeignKey("grid_anchors.anchor_id"), nullable=False),
+    Column("admission", Text, nullable=False),  # the anchor-signed admission, canonical JSON
+    Column("is_self", Boolean, nullable=False),
+    Column("admitted_at", String(30), nullable=False),
+    Column("removed_leaf", BigInteger, nullable=True),
+    Column("leaf_index", BigInteger, nullable=False),
+)
+
+grid_replicated = Table(
+    "grid_replicated",
+    metadata,
+    # one row per statement of another node applied here (hex SHA-256 of its signed bytes)
+    Column("digest", String(64), primary_key=True),
+    Column("origin_node_id", String(40), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("leaf_index", BigInteger, nullable=False),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    # market-surveillance alerts (raised here or replicated), other nodes' non-compliance
+    # notices, and split views found by witnessing
+    Column("id", ID, primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("origin_node_id", String(40), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("raised_by", ID, nullable=False),
+    Column("raised_at", String(30), nullable=False),
+    Column("subject_type", String(20), nullable=False),
+    Column("subject_id", String(80), nullable=False),
+    Column("severity", String(12), nullable=False),
+    Column("title", String(300), nullable=False),
+    Column("details", JSON, nullable=False),
+    Column("leaf_index", BigInteger, nullable=False),
+    Index("ix_alerts_subject_id", "subject_id", "id"),
+    Index("ix_alerts_kind_id", "kind", "id"),
+)
+
+# operational records of the node-to-node link (not legal facts, not in the log)
+
+grid_nonces = Table(
+    "grid_nonces",
+    metadata,
+    # nonces of signed node-to-node requests seen within the clock-skew window
+    Column("node_id", String(40), primary_key=True),
+    Column("nonce", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),  # unix seconds
+    Index("ix_grid_nonces_expires_at", "expires_at"),
+)
+
+grid_outbox = Table(
+    "grid_outbox",
+    metadata,
+    # messages to peers, committed with the fact that caused them; delivered in id order
+    Column("id", _AUTO_ID, primary_key=True, autoincrement=True),
+    Column("message_id", String(64), nullable=False),
+    Column("peer_id", String(40), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", String(30), nullable=False),
+    Column("status", String(12), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=False),  # unix milliseconds
+    Column("delivered_at", String(30), nullable=True),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("message_id", "peer_id", name="uq_grid_outbox_message_peer"),
+    Index("ix_grid_outbox_peer_status", "peer_id", "status", "id"),
+)
+
+grid_inbox = Table(
+    "grid_inbox",
+    metadata,
+    # messages applied here, by sender and message id: a redelivery gets the same answer
+    Column("sender_id", String(40), primary_key=True),
+    Column("message_id", String(64), primary_key=True),
+    Column("kind", String(40), nullable=False),
+    Column("received_at", String(30), nullable=False),
+    Column("response", Text, nullable=False),
+)
+
+grid_traffic = Table(
+    "grid_traffic",
+    metadata,
+    # every node-to-node request sent or received, with its bodies (settings.grid_traffic_bodies)
+    Column("id", _AUTO_ID, primary_key=True, autoincrement=True),
+    Column("at", String(30), nullable=False),
+    Column("direction", String(3), nullable=False),  # out | in
+    Column("peer_id", String(40), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("path", String(500), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("request_bytes", Integer, nullable=False),
+    Column("response_bytes", Integer, nullable=False),
+    Column("request_sha256", String(64), nullable=False),
+    Column("request_body", Text, nullable=True),
+    Column("response_body", Text, nullable=True),
+    Index("ix_grid_traffic_peer_id", "peer_id", "id"),
+)
+
+grid_peer_status = Table(
+    "grid_peer_status",
+    metadata,
+    Column("node_id", String(40), primary_key=True),
+    Column("last_contact_at", String(30), nullable=True),
+    Column("last_delivery_at", String(30), nullable=True),
+    Column("last_error_at", String(30), nullable=True),
+    Column("last_error", Text, nullable=True),
+)
+
+grid_heads = Table(
+    "grid_heads",
+    metadata,
+    # signed tree heads of other nodes, as fetched here or gossiped by a peer (observed_by)
+    Column("origin_id", String(40), primary_key=True),
+    Column("tree_size", BigInteger, primary_key=True),
+    Column("root_hash", String(64), primary_key=True),
+    Column("observed_by", String(40), primary_key=True),
+    Column("head", Text, nullable=False),
+    # checked: same root as every other head of its size, and consistent (RFC 9162 §2.1.4)
+    # with its neighbours in size; a gossiped head waits unchecked for the next round
+    Column("verified", Boolean, nullable=False),
+    Column("observed_at", String(30), nullable=False),
+)
+
+grid_cosignatures = Table(
+    "grid_cosignatures",
+    metadata,
+    # a witness's signature over a node's tree head: made here for peers' heads, and
+    # received from the witnesses of this node's own heads
+    Column("origin_id", String(40), primary_key=True),
+    Column("tree_size", BigInteger, primary_key=True),
+    Column("root_hash", String(64), primary_key=True),
+    Column("witness_id", String(40), primary_key=True),
+    Column("cosignature", Text, nullable=False),
+    Column("signed_at", String(30), nullable=False),
+)
+
+
+# -- confidential exchange (migration 0007; docs/exchange.md) --
+
+party_encryption_keys = Table(
+    "party_encryption_keys",
+    metadata,
+    # registry view of ``party.encryption_key`` statements: a party's X25519 keys for HPKE,
+    # each with the binding the party signed with its registered key; the newest one (the
+    # highest leaf) is the one senders seal to
+    Column("party_id", ID, ForeignKey("parties.id"), primary_key=True),
+    Column("key_id", String(64), primary_key=True),
+    Column("public_key", String(44), nullable=False),  # base64 of the 32 raw bytes
+    Column("created_at", String(30), nullable=False),  # the party's time in the binding
+    Column("binding", Text, nullable=False),  # canonical JSON of the signed binding
+    Column("leaf_index", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+exchange_messages = Table(
+    "exchange_messages",
+    metadata,
+    # operational records: the signed envelope of each document routed by this node (header
+    # with the sealed keys, never a key or a plaintext byte). The ciphertext is a file under
+    # DATA_DIR/exchange; ``stored_sha256`` is checked when it is written and when it is read.
+    Column("id", ID, primary_key=True),
+    Column("sender_id", ID, nullable=False),
+    Column("envelope", Text, nullable=False),  # canonical JSON {"header", "signature"}
+    Column("header_sha256", String(64), nullable=False),
+    Column("content_type", String(127), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("ciphertext_size", BigInteger, nullable=False),
+    Column("stored_sha256", String(64), nullable=False),
+    Column("created_at", String(30), nullable=False),  # the sender's time in the header
+    Column("received_at", String(30), nullable=False),  # this node's time
+    Column("leaf_index", BigInteger, nullable=True),  # its exchange.sent statement
+    Index("ix_exchange_messages_sender_id", "sender_id", "id"),
+)
+
+exchange_recipients = Table(
+    "exchange_recipients",
+    metadata,
+    Column("message_id", ID, ForeignKey("exchange_messages.id"), primary_key=True),
+    Column("recipient_id", ID, primary_key=True),
+    Column("delivery", String(16), nullable=False),  # "local", or the other node's country
+    Column("fetched_at", String(30), nullable=True),  # first download of the ciphertext
+    Column("receipt", Text, nullable=True),  # canonical JSON of the signed receipt
+    Column("acknowledged_at", String(30), nullable=True),
+    Column("receipt_leaf", BigInteger, nullable=True),  # its exchange.receipt statement
+    Index("ix_exchange_recipients_recipient_id", "recipient_id", "message_id"),
 )

@@ -1,8 +1,8 @@
 """Trust primitives of metrocloud: canonical JSON, keys, signed statements, credentials.
 
-Layer rule: this package imports only the standard library, ``cryptography``, ``rfc8785``
-and :mod:`metrocloud.domain.errors`. Library exceptions never leave it; they become
-:class:`~metrocloud.domain.errors.InvalidInput` or
+Layer rule: this package imports only the standard library, ``cryptography``, ``rfc8785``,
+``pyhpke`` (in :mod:`metrocloud.trust._hpke` only) and :mod:`metrocloud.domain.errors`.
+Library exceptions never leave it; they become :class:`~metrocloud.domain.errors.InvalidInput` or
 :class:`~metrocloud.domain.errors.VerificationError` carrying evidence.
 """
 

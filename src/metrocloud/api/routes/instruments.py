@@ -34,6 +34,7 @@ from metrocloud.domain.parties import PartyRole
 from metrocloud.domain.types import SoftwareIdentification
 from metrocloud.services import declarations as decl
 from metrocloud.services import events as ev
+from metrocloud.services import federation
 from metrocloud.services import instruments as svc
 from metrocloud.services.common import Actor
 from metrocloud.services.node import Node
@@ -128,7 +129,11 @@ def search(
 )
 @guard(*READERS, action="read instruments")
 def get(node: NodeDep, actor: CurrentActor, instrument_id: str) -> InstrumentOut:
-    return InstrumentOut(**svc.get_instrument(node, actor, instrument_id))
+    # an instrument of another member state: its home node answers, under its rules
+    remote = federation.lookup_instrument(node, actor, instrument_id)
+    if remote is not None:
+        return InstrumentOut(**remote)
+    return InstrumentOut(**svc.get_instrument(node, actor, instrument_id), home_node=node.node_id)
 
 
 @router.post(
