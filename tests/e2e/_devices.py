@@ -166,7 +166,8 @@ class NodeProcess:
         """Until the intake log holds ``batches`` batches and the flusher moved them all."""
 
         def done() -> bool:
-            [(total, pending)] = self.query("SELECT count(*), count(wire) FROM intake_batches")
+            [(total,)] = self.query("SELECT count(*) FROM intake_batches")
+            [(pending,)] = self.query("SELECT count(*) FROM intake_wire")
             return total >= batches and pending == 0
 
         wait_until(done, timeout, f"{batches} batches flushed into the lake")

@@ -2,17 +2,19 @@
 
 One round (:meth:`LakeFlusher.flush_once`):
 
-1. *plan*: if no segment is pending, up to ``max_batches`` accepted batches still holding
-   their wire bytes (and at most ``max_readings`` readings, at least one batch) are assigned
+1. *plan*: if no segment is pending, up to ``max_batches`` accepted batches not yet in a
+   segment (and at most ``max_readings`` readings, at least one batch) are assigned
    a new segment id, committed in transactions of at most :data:`_DB_CHUNK` rows (so that
    the intake's transactions do not wait long);
 2. *write*: the pending segment's readings go to the lake with that id
    (:meth:`metrocloud.lake.Lake.write_segment` is idempotent per segment id);
-3. *finish*: the segment's wire bytes are dropped, committed likewise in parts.
+3. *finish*: the segment's wire rows (``intake_wire``) are deleted, committed likewise in
+   parts; the batch rows stay (the intake's record of what it accepted, a few hundred bytes
+   each), and the database reuses the freed pages.
 
 A crash between any two steps (or two parts of one) leaves a pending segment that the next
 round (in this process or after a restart) writes again under the same id: with the rows
-that carry its id and still hold their wire bytes, which are all of its rows unless the lake
+that carry its id and still have their wire rows, which are all of its rows unless the lake
 already holds it (then the write is a no-op), so no reading is lost and none is written
 twice. Only the process holding the lake's writer lock flushes, so this
 flusher knows which segments are pending: it asks the database (oldest first) only when it
@@ -50,7 +52,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from sqlalchemy import select, update
+from sqlalchemy import and_, delete, select, tuple_, update
 
 from metrocloud.domain.errors import MetrocloudError
 from metrocloud.formats._ocmf_rules import parse_time
@@ -59,7 +61,7 @@ from metrocloud.ingest.intake import TURNS, write_turn
 from metrocloud.ingest.ocmf import OCMF_PREFIX, reading_status
 from metrocloud.lake import Lake
 from metrocloud.store.database import Database
-from metrocloud.store.schema import intake_batches
+from metrocloud.store.schema import intake_batches, intake_wire
 
 __all__ = ["IntakeLogCorrupt", "LakeFlusher"]
 
@@ -71,6 +73,13 @@ _PREFIX = len(b"MCB1.")
 _DECODE_CHUNK = 2_000
 #: rows of the intake log updated per write transaction (the intake's wait meanwhile)
 _DB_CHUNK = 5_000
+
+
+#: a batch and its wire row
+_SAME_BATCH = and_(
+    intake_wire.c.key_id == intake_batches.c.key_id,
+    intake_wire.c.counter == intake_batches.c.counter,
+)
 
 
 class IntakeLogCorrupt(MetrocloudError):
@@ -150,20 +159,22 @@ class LakeFlusher:
             segment = self._plan()
             if segment is None:
                 return None
+        b, w = intake_batches.c, intake_wire.c
         with self.db.read() as conn:
             rows = conn.execute(
                 select(
-                    intake_batches.c.id,
-                    intake_batches.c.category,
-                    intake_batches.c.received_at,
-                    intake_batches.c.key_id,
-                    intake_batches.c.digest,
-                    intake_batches.c.wire,
-                    intake_batches.c.instrument_id,
-                    intake_batches.c.counter,
+                    b.id,
+                    b.category,
+                    b.received_at,
+                    b.key_id,
+                    b.digest,
+                    w.wire,
+                    b.instrument_id,
+                    b.counter,
                 )
-                .where(intake_batches.c.segment == segment, intake_batches.c.wire.is_not(None))
-                .order_by(intake_batches.c.id)
+                .join(intake_wire, _SAME_BATCH)
+                .where(b.segment == segment)
+                .order_by(b.id)
             ).all()
         ids = [row.id for row in rows]
         with TURNS.flushing():  # the intake's checks in this process step aside
@@ -188,24 +199,28 @@ class LakeFlusher:
             return 0
         self.lake.write_segment(segment, table)
         for first, last in _ranges(prepared.ids):
+            b = intake_batches.c
+            done = select(b.key_id, b.counter).where(
+                b.segment == segment, b.id.between(first, last)
+            )
             with write_turn(self.db, priority=True), self.db.write() as conn, TURNS.writing():
                 conn.execute(
-                    update(intake_batches)
-                    .where(
-                        intake_batches.c.segment == segment,
-                        intake_batches.c.id.between(first, last),
+                    delete(intake_wire).where(
+                        tuple_(intake_wire.c.key_id, intake_wire.c.counter).in_(done)
                     )
-                    .values(wire=None)
                 )
         self.readings_flushed += table.num_rows
         self.segments_flushed += 1
         return int(table.num_rows)
 
     def _pending(self) -> str | None:
+        # from the wire rows (the batches not yet in the lake: few) to their batches
         with self.db.read() as conn:
             return conn.execute(
                 select(intake_batches.c.segment)
-                .where(intake_batches.c.segment.is_not(None), intake_batches.c.wire.is_not(None))
+                .select_from(intake_wire)
+                .join(intake_batches, _SAME_BATCH)
+                .where(intake_batches.c.segment.is_not(None))
                 .order_by(intake_batches.c.id)
                 .limit(1)
             ).scalar()
@@ -221,7 +236,7 @@ class LakeFlusher:
             # row by row, up to the cut: a large backlog is not read beyond this segment
             result = conn.execute(
                 select(intake_batches.c.id, intake_batches.c.readings)
-                .where(intake_batches.c.segment.is_(None), intake_batches.c.wire.is_not(None))
+                .where(intake_batches.c.segment.is_(None))
                 .order_by(intake_batches.c.id)
                 .limit(self.max_batches)
             )
@@ -241,7 +256,6 @@ class LakeFlusher:
                     .where(
                         intake_batches.c.id.between(first, last),
                         intake_batches.c.segment.is_(None),
-                        intake_batches.c.wire.is_not(None),
                     )
                     .values(segment=segment)
                 )

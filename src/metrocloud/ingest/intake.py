@@ -20,7 +20,8 @@ these checks in this order; the first that fails names the rejection reason:
 
 A submission (an HTTP request, a burst of MQTT messages) is decided and stored in one write
 transaction: accepted batches into ``intake_batches`` (the intake's durable log, from which
-:class:`~metrocloud.ingest.flusher.LakeFlusher` moves readings into the lake), rejected
+:class:`~metrocloud.ingest.flusher.LakeFlusher` moves readings into the lake; their wire
+lines into ``intake_wire`` until the flusher has them in the lake), rejected
 ones into ``quarantine`` with the reason and the evidence, counters advanced. An outcome is
 returned only after that transaction committed: "acknowledged" means durable. On SQLite the
 intake writes with ``synchronous=FULL`` (:meth:`Intake.open`), so a commit survives power
@@ -70,6 +71,7 @@ from metrocloud.store.schema import (
     instruments,
     intake_batches,
     intake_flags,
+    intake_wire,
     quarantine,
 )
 from metrocloud.trust.keys import PublicKey
@@ -107,8 +109,8 @@ _BATCH_COLUMNS = (
     "last_t",
     "received_at",
     "transport",
-    "wire",
 )
+_WIRE_COLUMNS = ("key_id", "counter", "wire")
 _QUARANTINE_COLUMNS = (
     "received_at",
     "transport",
@@ -358,6 +360,8 @@ class _Plan:
     """What one transaction writes, decided batch by batch inside it."""
 
     batches: list[tuple[Any, ...]] = field(default_factory=list)
+    #: (key, counter, wire line) of each accepted batch, until the flusher moved it
+    wires: list[tuple[Any, ...]] = field(default_factory=list)
     rejected: list[tuple[Any, ...]] = field(default_factory=list)
     flags: list[tuple[Any, ...]] = field(default_factory=list)
     #: (key, counter) -> digest of the batches accepted in this transaction
@@ -650,6 +654,7 @@ class Intake:
             for sub in group:
                 decided.append(self._decide_all(conn, sub, counters, statuses, plan))
             insert_rows(conn, intake_batches, _BATCH_COLUMNS, plan.batches)
+            insert_rows(conn, intake_wire, _WIRE_COLUMNS, plan.wires)
             insert_rows(conn, quarantine, _QUARANTINE_COLUMNS, plan.rejected)
             insert_rows(conn, intake_flags, _FLAG_COLUMNS, plan.flags)
             self._save_counters(conn, counters)
@@ -807,9 +812,9 @@ class Intake:
                 latest,
                 received_at,
                 transport,
-                bytes(line),
             )
         )
+        plan.wires.append((p.key, p.counter, bytes(line)))
         return Outcome("accepted", None, None, p.instrument, p.counter, n, flags)
 
     def _save_counters(self, conn: Connection, counters: dict[str, _Counter]) -> None:

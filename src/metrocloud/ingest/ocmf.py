@@ -63,6 +63,7 @@ from metrocloud.store.schema import (
     instruments,
     intake_batches,
     intake_flags,
+    intake_wire,
     quarantine,
 )
 
@@ -83,8 +84,8 @@ _BATCH_COLUMNS = (
     "last_t",
     "received_at",
     "transport",
-    "wire",
 )
+_WIRE_COLUMNS = ("key_id", "counter", "wire")
 _QUARANTINE_COLUMNS = (
     "received_at",
     "transport",
@@ -202,7 +203,7 @@ def import_values(intake: Intake, values: Sequence[ContainerValue], transport: s
             else:
                 accepted[ident] = acc
                 slots.append((False, acc))
-        batches = _number(conn, list(accepted.values()), received_at, transport)
+        batches, wires = _number(conn, list(accepted.values()), received_at, transport)
         flagged = _sequence_flags(list(accepted.values()), received_at)
         flags += flagged.rows
         done: list[Outcome] = []
@@ -223,6 +224,7 @@ def import_values(intake: Intake, values: Sequence[ContainerValue], transport: s
                 )
             )
         insert_rows(conn, intake_batches, _BATCH_COLUMNS, batches)
+        insert_rows(conn, intake_wire, _WIRE_COLUMNS, wires)
         insert_rows(conn, quarantine, _QUARANTINE_COLUMNS, rejected)
         insert_rows(conn, intake_flags, _FLAG_COLUMNS, flags)
     for outcome in done:
@@ -423,10 +425,12 @@ def _stored_counter(conn: Connection, key_id: str, digest: str) -> int | None:
 
 def _number(
     conn: Connection, accepted: Sequence[_Accepted], received_at: str, transport: str
-) -> list[tuple[object, ...]]:
-    """The intake-log rows of ``accepted``, numbered per key downward from the key's lowest."""
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The intake-log rows of ``accepted`` and their wire rows, numbered per key downward
+    from the key's lowest."""
     lowest: dict[str, int] = {}
     rows: list[tuple[object, ...]] = []
+    wires: list[tuple[object, ...]] = []
     for a in accepted:
         k = a.key.key_id
         if k not in lowest:
@@ -450,10 +454,10 @@ def _number(
                 max(a.times),
                 received_at,
                 transport,
-                a.wire,
             )
         )
-    return rows
+        wires.append((k, lowest[k], a.wire))
+    return rows, wires
 
 
 @dataclass

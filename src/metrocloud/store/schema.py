@@ -54,6 +54,7 @@ __all__ = [
     "instruments",
     "intake_batches",
     "intake_flags",
+    "intake_wire",
     "metadata",
     "node_meta",
     "parties",
@@ -273,12 +274,22 @@ intake_batches = Table(
     Column("last_t", BigInteger, nullable=False),
     Column("received_at", String(30), nullable=False),
     Column("transport", String(8), nullable=False),
-    Column("wire", LargeBinary, nullable=True),
     # the lake segment the flusher put the batch in (set before the lake write, so that a
-    # crash redoes exactly that segment); ``wire`` is dropped once the segment is committed
+    # crash redoes exactly that segment); its ``intake_wire`` row goes once it is committed
     Column("segment", String(64), nullable=True),
     UniqueConstraint("key_id", "counter", name="uq_intake_batches_key_counter"),
     Index("ix_intake_batches_segment", "segment", "id"),
+)
+
+intake_wire = Table(
+    "intake_wire",
+    metadata,
+    # the wire line of an accepted batch (or imported OCMF record) until the flusher has its
+    # readings in the lake; then the row is deleted, so the intake log keeps a few hundred
+    # bytes per batch and the database's free pages are reused (migration 0008)
+    Column("key_id", String(64), primary_key=True),
+    Column("counter", BigInteger, primary_key=True),
+    Column("wire", LargeBinary, nullable=False),
 )
 
 device_counters = Table(
