@@ -7,15 +7,21 @@ tokens: a certificate issued on A is visible on B and C; an instrument registere
 found from C (``home_node``); an alert raised on C reaches A and B; with B killed (SIGKILL),
 A and C go on, and B, restarted, catches up with nothing lost; E's split view is detected
 and alerted; a federated statistic equals the one computed from all nodes' raw rows while
-the recorded node-to-node traffic shows no raw record.
+the recorded node-to-node traffic shows no raw record; a French manufacturer sends its
+technical file to the German notified body with ``metrocloud exchange``, end-to-end
+encrypted: the notified body decrypts it on its own node, its receipt verifies back on the
+French node, and no node's files or log hold a byte of it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,7 +50,8 @@ from metrocloud.services.node import Node
 from metrocloud.services.settings import Settings
 from metrocloud.store.database import sqlite_url
 from metrocloud.store.schema import events, grid_traffic, instruments
-from metrocloud.trust.keys import PrivateKey
+from metrocloud.trust import _files
+from metrocloud.trust.keys import KeyStore, PrivateKey
 from metrocloud.trust.statements import parse_utc_timestamp
 from tests.conftest import software
 from tests.grid._forked import ForkedNode
@@ -61,6 +68,7 @@ GRID_ENV = {
     "METROCLOUD_GRID_MIN_GROUP_SIZE": "3",
 }
 DEADLINE = 40.0  # seconds any one expectation may take to come true on a loaded machine
+PASSPHRASE = "e2e grid passphrase"  # of the parties' key directories (metrocloud exchange)
 
 
 @dataclass
@@ -69,6 +77,7 @@ class Member:
     token: str
     role: str
     country: str
+    keys: Path | None = None  # the party's key directory, for metrocloud exchange
 
     @property
     def actor(self) -> Actor:
@@ -165,17 +174,42 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def _admit(node: Node, name: str, role: PartyRole, nb: str | None = None) -> Member:
+def _admit(
+    node: Node, name: str, role: PartyRole, nb: str | None = None, keys: Path | None = None
+) -> Member:
+    """Admit a party; with ``keys``, its signing key is kept there (as its own CLI would)."""
+    key = PrivateKey.generate()
     party, _ = pty.admit_party(
-        node,
-        None,
-        name=name,
-        role=role,
-        nb_number=nb,
-        public_key=PrivateKey.generate().public_key.to_spki_b64(),
+        node, None, name=name, role=role, nb_number=nb, public_key=key.public_key.to_spki_b64()
     )
     cred = pty.issue_credential(node, None, party["id"])
-    return Member(party["id"], cred.token, role.value, node.country)
+    if keys is not None:
+        _files.ensure_private_directory(keys)
+        path = KeyStore(keys, PASSPHRASE.encode()).path(party["id"])
+        _files.write_new_file(path, key.to_pem(PASSPHRASE.encode()))
+    return Member(party["id"], cred.token, role.value, node.country, keys)
+
+
+def _exchange(g: GridNode, who: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``metrocloud exchange ...`` as party ``who`` of node ``g``, with its key directory."""
+    m = g.members[who]
+    env = {
+        **cli_env(),
+        "METROCLOUD_KEY_PASSPHRASE": PASSPHRASE,
+        "METROCLOUD_NODE_URL": g.url,
+        "METROCLOUD_TOKEN": m.token,
+        "METROCLOUD_PARTY_KEYS": str(m.keys),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "metrocloud.cli", "exchange", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
 
 
 def _seed(tmp: Path, grid: dict[str, GridNode], forked: ForkedNode, anchor: PrivateKey) -> None:
@@ -199,12 +233,14 @@ def _seed(tmp: Path, grid: dict[str, GridNode], forked: ForkedNode, anchor: Priv
             fed.add_peer(n, forked.admission())
         a, b, c = grid["DE"], grid["FR"], grid["NL"]
         a.members = {
-            "nb": _admit(nodes["DE"], "PTB", PartyRole.NOTIFIED_BODY, "0102"),
+            "nb": _admit(nodes["DE"], "PTB", PartyRole.NOTIFIED_BODY, "0102", tmp / "ptb-keys"),
             "man": _admit(nodes["DE"], "Hansa", PartyRole.MANUFACTURER),
             "auth": _admit(nodes["DE"], "Eichamt", PartyRole.AUTHORITY),
         }
         b.members = {
-            "man": _admit(nodes["FR"], "Compteurs Bleus", PartyRole.MANUFACTURER),
+            "man": _admit(
+                nodes["FR"], "Compteurs Bleus", PartyRole.MANUFACTURER, keys=tmp / "cb-keys"
+            ),
             "auth": _admit(nodes["FR"], "DGE", PartyRole.AUTHORITY),
         }
         c.members = {"auth": _admit(nodes["NL"], "Agentschap", PartyRole.AUTHORITY)}
@@ -537,3 +573,30 @@ def test_three_nodes_replicate_look_up_survive_a_crash_and_catch_a_split_view(
     st = json.loads(out.stdout)
     assert {p["country"] for p in st["peers"]} == {"FR", "NL", "AT"}
     assert all(p["witnessed_head"] for p in st["peers"] if p["country"] in ("FR", "NL"))
+
+    # -- confidential exchange across nodes: B's manufacturer sends its technical file to
+    # -- A's notified body with the CLI; A stores ciphertext only; the receipt goes back ----
+    _exchange(a, "nb", "keygen", "--party", a.members["nb"].party_id)
+    marker = ("CONFIDENTIAL-" + secrets.token_hex(24)).encode()
+    document = tmp_path / "technical-file.pdf"
+    document.write_bytes(os.urandom(700_000) + marker + os.urandom(300_000))
+    sent = _exchange(b, "man", "send", "--to", a.members["nb"].party_id, str(document))
+    message = sent.stdout.split()[1].rstrip(":")
+    eventually(
+        "the document on A",
+        lambda: a.call("GET", f"/exchange/messages/{message}", "nb").status_code == 200,
+    )
+    received = tmp_path / "received" / "technical-file.pdf"
+    _exchange(a, "nb", "fetch", message, "-o", str(received), "--ack")
+    assert received.read_bytes() == document.read_bytes()
+    eventually(
+        "the receipt back on B",
+        lambda: b.call("GET", f"/exchange/messages/{message}/receipts", "man").json()["items"],
+    )
+    listed = _exchange(b, "man", "receipts", message, "--json")  # checks each signature
+    assert [r["recipient_id"] for r in json.loads(listed.stdout)] == [a.members["nb"].party_id]
+    for g in nodes.values():  # files (databases with grid_traffic, ciphertext) and logs
+        for path in [*g.data_dir.rglob("*"), tmp_path / f"{g.country.lower()}.log"]:
+            if path.is_file():
+                data = path.read_bytes()
+                assert marker not in data and marker.hex().encode() not in data, path

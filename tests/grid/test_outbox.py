@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -211,3 +211,34 @@ def test_a_delivery_request_is_cut_by_payload_size() -> None:
 
     assert [m.id for m in _within([msg(1, 5), msg(2, 5), msg(3, 5)], 10)] == [1, 2]
     assert [m.id for m in _within([msg(1, 50), msg(2, 5)], 10)] == [1]  # one always goes
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=12), cap=st.integers(1, 8000))
+def test_due_reads_only_the_payloads_that_fit_a_request(
+    tmp_path: Path, sizes: list[int], cap: int
+) -> None:
+    """``due(max_bytes=...)`` picks what the delivery round would cut to (at least one
+    message, then those within the cap), without loading the payloads beyond it."""
+    from metrocloud.grid.delivery import _within
+    from metrocloud.grid.outbox import due, enqueue
+    from metrocloud.store.database import Database, sqlite_url
+
+    db = Database(sqlite_url(tmp_path))
+    db.migrate()
+    try:
+        with db.write() as conn:
+            conn.execute(grid_outbox.delete())
+            for i, n in enumerate(sizes):
+                enqueue(
+                    conn, peer_ids=["p"], kind="k", payload={"x": "y" * n}, created_at="", now_ms=i
+                )
+        with db.read() as conn:
+            capped = due(conn, "p", now_ms=10**6, limit=100, max_bytes=cap)
+            everything = due(conn, "p", now_ms=10**6, limit=100)
+        assert [m.id for m in capped] == [m.id for m in _within(everything, cap)]
+        assert capped and (len(capped) == 1 or sum(m.size for m in capped) <= cap)
+    finally:
+        db.dispose()

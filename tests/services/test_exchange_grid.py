@@ -1,6 +1,6 @@
 """Confidential exchange across two nodes through the RemoteDelivery port: a sender on the
 German node, a recipient on the French one. The grid here is an in-memory outbox drained by
-the test (the real transport is the grid's); what is checked is the exchange side: key
+the test (the real transport: test_exchange_over_grid.py); what is checked is the exchange side: key
 look-up, delivery, the recipient decrypting on its own node, the receipt going back, and
 neither node keeping a byte of the plaintext."""
 

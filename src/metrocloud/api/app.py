@@ -32,7 +32,7 @@ from metrocloud.api.routes import (
 )
 from metrocloud.api.routes import measurements as readings
 from metrocloud.api.schemas import Problem
-from metrocloud.services import federation, measurements
+from metrocloud.services import exchange_grid, federation, measurements
 from metrocloud.services.node import Node
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -65,6 +65,7 @@ def create_app(node: Node, *, fast_lane: bool = True, background: bool = False) 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        exchange_grid.connect(node)  # documents for parties on other nodes: through the grid
         if background:
             measurements.start_lake(node)
             if node.settings.mqtt:

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from metrocloud.api.app import create_app
 from metrocloud.grid.client import Reply
 from metrocloud.grid.errors import PeerUnavailable
+from metrocloud.services import exchange_grid
 from metrocloud.services.node import Node
 
 __all__ = ["LocalTransport"]
@@ -29,9 +30,12 @@ class LocalTransport:
         self._down: set[str] = set()
 
     def add(self, base_url: str, node: Node) -> None:
+        """Serve ``node`` at ``base_url``: its app, and its grid link for confidential
+        exchange (what the app's start does for a served node)."""
         self._clients[base_url.rstrip("/")] = TestClient(
             create_app(node, fast_lane=False), raise_server_exceptions=False
         )
+        exchange_grid.connect(node)
 
     def down(self, base_url: str, is_down: bool = True) -> None:
         """Make the node at ``base_url`` unreachable (or reachable again)."""

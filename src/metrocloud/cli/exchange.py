@@ -360,7 +360,8 @@ def receipts(
             receipt.recipient,
             receipt.received_at,
             item["acknowledged_at"],
-            str(item["leaf_index"]),
+            # a receipt from another node is in the log of the recipient's node
+            "-" if item["leaf_index"] is None else str(item["leaf_index"]),
             "verified",
         )
     out.print(table)

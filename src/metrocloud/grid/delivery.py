@@ -140,7 +140,9 @@ def deliver_due(
     backoff = _Backoff(clock=clock, base_s=base_s, max_s=max_s)
     for peer in peers:
         with db.read() as conn:
-            msgs = due(conn, peer.node_id, now_ms=_ms(clock()), limit=batch)
+            msgs = due(
+                conn, peer.node_id, now_ms=_ms(clock()), limit=batch, max_bytes=MAX_REQUEST_BYTES
+            )
         if not msgs:
             continue
         msgs = _within(msgs, MAX_REQUEST_BYTES)

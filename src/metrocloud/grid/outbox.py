@@ -101,16 +101,39 @@ def enqueue(
     return mid
 
 
-def due(conn: Connection, peer_id: str, *, now_ms: int, limit: int) -> list[OutboxMessage]:
-    """The next messages for ``peer_id`` in order, if the first of them is due; else none."""
-    rows = conn.execute(
-        select(grid_outbox)
+def due(
+    conn: Connection,
+    peer_id: str,
+    *,
+    now_ms: int,
+    limit: int,
+    max_bytes: int | None = None,
+) -> list[OutboxMessage]:
+    """The next messages for ``peer_id`` in order, if the first of them is due; else none.
+    With ``max_bytes``, only the first ones whose payloads fit in it (always at least one),
+    and only their payloads are read (a backlog of large messages is not loaded whole)."""
+    heads = conn.execute(
+        select(
+            grid_outbox.c.id,
+            grid_outbox.c.next_attempt_at,
+            func.length(grid_outbox.c.payload).label("size"),
+        )
         .where(grid_outbox.c.peer_id == peer_id, grid_outbox.c.status == PENDING)
         .order_by(grid_outbox.c.id)
         .limit(limit)
     ).all()
-    if not rows or rows[0].next_attempt_at > now_ms:
+    if not heads or heads[0].next_attempt_at > now_ms:
         return []
+    ids: list[int] = []
+    total = 0
+    for h in heads:
+        total += int(h.size)
+        if ids and max_bytes is not None and total > max_bytes:
+            break
+        ids.append(h.id)
+    rows = conn.execute(
+        select(grid_outbox).where(grid_outbox.c.id.in_(ids)).order_by(grid_outbox.c.id)
+    ).all()
     return [
         OutboxMessage(
             id=r.id,

@@ -4,7 +4,8 @@ visibility rule, the access log and the log stream (docs/exchange.md)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -33,8 +34,10 @@ __all__ = [
     "log",
     "log_access",
     "newest_key",
+    "reading",
     "remote",
     "visible",
+    "writing",
 ]
 
 log = logging.getLogger("metrocloud.exchange")
@@ -60,6 +63,27 @@ def connect_remote(node: Node, delivery: RemoteDelivery | None) -> None:
 
 def remote(node: Node) -> RemoteDelivery:
     return _REMOTES.get(node.node_id) or NotConnected()
+
+
+@contextmanager
+def reading(node: Node, conn: Connection | None) -> Iterator[Connection]:
+    """``conn`` if the caller is in a transaction already (the grid's), else a read."""
+    if conn is not None:
+        yield conn
+    else:
+        with node.db.read() as c:
+            yield c
+
+
+@contextmanager
+def writing(node: Node, conn: Connection | None) -> Iterator[Connection]:
+    """``conn`` if the caller is in a transaction already (the grid's), else a write
+    transaction of its own."""
+    if conn is not None:
+        yield conn
+    else:
+        with node.db.write() as c:
+            yield c
 
 
 def home(party_id: str) -> str:

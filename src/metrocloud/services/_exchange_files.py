@@ -5,6 +5,10 @@ upload goes to a temporary file in ``exchange/tmp`` while its SHA-256 is compute
 complete and checked it is fsync'ed and renamed to ``exchange/<xx>/<message id>.ct`` (``xx``
 the last two characters of the id, so no directory grows past a few thousand files). Its
 digest is kept in the database and checked again before every download.
+
+A document coming from another node arrives in pieces (grid outbox messages): they are
+written at their offsets into ``exchange/incoming/<message id>.part`` and, once all are in
+and checked, that file is renamed into place (:class:`StagedCiphertext`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ from typing import BinaryIO
 from metrocloud._fs import fsync_directory
 from metrocloud.store.database import StorageUnavailable
 
-__all__ = ["CiphertextFile", "TempCiphertext", "ciphertext_path", "exchange_dir"]
+__all__ = [
+    "CiphertextFile",
+    "StagedCiphertext",
+    "TempCiphertext",
+    "ciphertext_path",
+    "exchange_dir",
+    "staging_path",
+    "write_at",
+]
 
 _READ = 1024 * 1024
 
@@ -31,6 +43,32 @@ def exchange_dir(data_dir: Path) -> Path:
 
 def ciphertext_path(data_dir: Path, message_id: str) -> Path:
     return exchange_dir(data_dir) / message_id[-2:] / f"{message_id}.ct"
+
+
+def staging_path(data_dir: Path, message_id: str) -> Path:
+    """Where the pieces of a document delivered by another node are put together."""
+    return exchange_dir(data_dir) / "incoming" / f"{message_id}.part"
+
+
+def write_at(path: Path, offset: int, data: bytes, *, truncate: bool = False) -> None:
+    """Write ``data`` at ``offset`` of ``path`` (created if missing, mode 0600) and fsync it
+    before returning: the caller records the piece as received only after this. Writing
+    the same piece again writes the same bytes (a redelivery changes nothing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        if truncate:
+            os.ftruncate(fd, 0)
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        fsync_directory(path.parent)
 
 
 class TempCiphertext:
@@ -53,11 +91,16 @@ class TempCiphertext:
     def sha256(self) -> str:
         return self._sha.hexdigest()
 
+    def sync(self) -> None:
+        """Flush and fsync the bytes written (before the transaction that records them)."""
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
     def publish(self, target: Path) -> None:
         """Make the file durable under ``target`` (atomic rename, then the directory)."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        self.sync()
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.path, target)
         fsync_directory(target.parent)
@@ -67,6 +110,55 @@ class TempCiphertext:
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+    def unpublish(self, target: Path) -> None:
+        """Undo :meth:`publish` (the message was not recorded after all)."""
+        target.unlink(missing_ok=True)
+
+
+class StagedCiphertext:
+    """A ciphertext already on disk (the pieces of a delivery, put together): the bytes fed
+    to :meth:`write` are only hashed; :meth:`publish` renames the file into place.
+
+    Nothing is deleted on failure: the file stays where it is (staged, or already in place)
+    for the next attempt, which takes it from either place (:meth:`source`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    @staticmethod
+    def source(staged: Path, target: Path) -> Path | None:
+        """The staged file, or the one in place from an attempt whose transaction did not
+        commit (renamed already); None if neither exists."""
+        if staged.exists():
+            return staged
+        return target if target.exists() else None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._sha.update(data)
+        self.size += len(data)
+
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    def sync(self) -> None:
+        pass  # the pieces were fsync'ed as they came
+
+    def publish(self, target: Path) -> None:
+        if self.path == target:
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path, target)
+        fsync_directory(target.parent)
+        fsync_directory(self.path.parent)
+
+    def discard(self) -> None:
+        pass
+
+    def unpublish(self, target: Path) -> None:
+        pass  # the file in place is the next attempt's source
 
 
 class CiphertextFile:

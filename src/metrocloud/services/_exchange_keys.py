@@ -16,7 +16,7 @@ from metrocloud.store.schema import parties, party_encryption_keys
 from metrocloud.trust.encryption import KeyBinding
 from metrocloud.trust.keys import PublicKey
 
-__all__ = ["get_key", "register_key"]
+__all__ = ["get_key", "local_key", "register_key"]
 
 
 def _key_out(row: Any, signing_key: str | None) -> dict[str, Any]:
@@ -86,6 +86,12 @@ def get_key(node: Node, actor: Actor, party_id: str) -> dict[str, Any]:
     caller can check the binding itself. Parties homed elsewhere are asked of their node."""
     if home(party_id) != node.country:
         return remote(node).encryption_key(home(party_id), party_id)
+    return local_key(node, party_id)
+
+
+def local_key(node: Node, party_id: str) -> dict[str, Any]:
+    """The newest encryption key of a party homed on this node (what its home node
+    answers to anyone: a party here, or another node of the grid)."""
     with node.db.read() as conn:
         party = conn.execute(select(parties.c.public_key).where(parties.c.id == party_id)).first()
         if party is None:

@@ -5,6 +5,7 @@ ciphertext against the signed header before the message is recorded."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
@@ -19,11 +20,14 @@ from metrocloud.services._exchange_common import (
     home,
     log_access,
     newest_key,
+    reading,
     remote,
+    writing,
 )
-from metrocloud.services._exchange_files import TempCiphertext, ciphertext_path
+from metrocloud.services._exchange_files import StagedCiphertext, TempCiphertext, ciphertext_path
 from metrocloud.services.common import Actor, require_role
 from metrocloud.services.node import Node
+from metrocloud.store._grid import REPLICATED_PARTY_ROLES
 from metrocloud.store.schema import (
     exchange_messages,
     exchange_recipients,
@@ -40,6 +44,7 @@ __all__ = [
     "Upload",
     "begin_delivery",
     "begin_upload",
+    "check_delivery",
     "message_out",
     "upload_prefix",
 ]
@@ -95,7 +100,8 @@ class Upload:
     """A document on its way in: the checked envelope, then the ciphertext bytes.
 
     ``actor`` is the sending party for an upload; ``origin`` the country of the sending
-    node for a delivery through the grid (then ``actor`` is None)."""
+    node for a delivery through the grid (then ``actor`` is None). With ``conn`` the message
+    is recorded in that transaction (the grid's, which commits it with the delivery)."""
 
     node: Node
     envelope: Envelope
@@ -103,7 +109,8 @@ class Upload:
     actor: Actor | None = None
     origin: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    file: TempCiphertext = field(repr=False)
+    conn: Connection | None = field(default=None, repr=False)
+    file: TempCiphertext | StagedCiphertext = field(repr=False)
     check: CiphertextCheck = field(repr=False)
     _open: bool = True
 
@@ -179,7 +186,7 @@ def begin_upload(
     env.verify(PublicKey.from_spki_b64(actor.public_key))
     # (5), (6)
     with node.db.read() as conn:
-        deliveries = _check_recipients(node, conn, env)
+        deliveries = _check_recipients(node, conn, env, actor)
         _new(conn, env)
     return Upload(
         node=node,
@@ -192,14 +199,19 @@ def begin_upload(
     )
 
 
-def begin_delivery(
-    node: Node, *, origin: str, envelope_bytes: bytes, sender_key: PublicKey
-) -> Upload:
-    """A message another node delivers (the grid calls this on the receiving node, then
-    :meth:`Upload.write` and :meth:`Upload.finish` with the ciphertext). Checks that the
-    sender and the message are homed on ``origin``, that ``sender_key`` (the sender's
-    registered key, as its home node vouches) signed the header, and that each recipient
-    homed here exists with the encryption key the header names (current or earlier)."""
+def check_delivery(
+    node: Node,
+    *,
+    origin: str,
+    envelope_bytes: bytes,
+    sender_key: PublicKey,
+    conn: Connection | None = None,
+) -> tuple[Envelope, dict[str, str]]:
+    """The checks on a message another node delivers, before any of its ciphertext: the
+    sender and the message are homed on ``origin``, ``sender_key`` (the sender's registered
+    key, as the grid knows it) signed the header, and each recipient homed here exists
+    with the encryption key the header names (current or earlier). Returns the envelope
+    and the recipients homed here."""
     env = _checked_envelope(node, envelope_bytes)
     if home(env.sender) != origin or home(env.id) != origin:
         raise InvalidInput(
@@ -209,11 +221,11 @@ def begin_delivery(
         )
     env.verify(sender_key)
     deliveries: dict[str, str] = {}
-    with node.db.read() as conn:
+    with reading(node, conn) as c:
         for entry in env.header["recipients"]:
             if home(entry["party"]) != node.country:
                 continue
-            known = conn.execute(
+            known = c.execute(
                 select(party_encryption_keys.c.key_id).where(
                     party_encryption_keys.c.party_id == entry["party"],
                     party_encryption_keys.c.key_id == entry["key_id"],
@@ -226,23 +238,56 @@ def begin_delivery(
             deliveries[entry["party"]] = "local"
         if not deliveries:
             raise InvalidInput(f"{env.id} has no recipient homed on this node ({node.country})")
-        _new(conn, env)
+        _new(c, env)
+    return env, deliveries
+
+
+def begin_delivery(
+    node: Node,
+    *,
+    origin: str,
+    envelope_bytes: bytes,
+    sender_key: PublicKey,
+    conn: Connection | None = None,
+    staged: Path | None = None,
+) -> Upload:
+    """A message another node delivers (the grid calls this on the receiving node, then
+    :meth:`Upload.write` and :meth:`Upload.finish` with the ciphertext), after the checks of
+    :func:`check_delivery`. With ``conn`` the message is recorded in that transaction; with
+    ``staged`` the ciphertext is that file already (the bytes written are only checked and
+    hashed, and :meth:`Upload.finish` renames the file into place)."""
+    env, deliveries = check_delivery(
+        node, origin=origin, envelope_bytes=envelope_bytes, sender_key=sender_key, conn=conn
+    )
     return Upload(
         node=node,
         envelope=env,
         deliveries=deliveries,
         origin=origin,
-        file=TempCiphertext(node.settings.data_dir),
+        conn=conn,
+        file=(
+            StagedCiphertext(staged)
+            if staged is not None
+            else TempCiphertext(node.settings.data_dir)
+        ),
         check=env.ciphertext_check(),
     )
 
 
-def _check_recipients(node: Node, conn: Connection, env: Envelope) -> dict[str, str]:
+def _check_recipients(node: Node, conn: Connection, env: Envelope, actor: Actor) -> dict[str, str]:
     deliveries: dict[str, str] = {}
     for entry in env.header["recipients"]:
         party_id, key_id = entry["party"], entry["key_id"]
         country = home(party_id)
         if country != node.country:
+            if actor.role.value not in REPLICATED_PARTY_ROLES:
+                raise Forbidden(
+                    f"recipient {party_id} is homed on the node of {country}; only parties the "
+                    f"grid knows on every node ({', '.join(sorted(REPLICATED_PARTY_ROLES))}) "
+                    f"exchange documents across nodes, and {actor.party_id} is "
+                    f"{actor.role.value.replace('_', ' ')}",
+                    rule="docs/exchange.md#other-nodes",
+                )
             current = remote(node).encryption_key(country, party_id)["key_id"]
             deliveries[party_id] = country
         else:
@@ -270,12 +315,17 @@ def _check_recipients(node: Node, conn: Connection, env: Envelope) -> dict[str, 
 
 
 def _store(upload: Upload) -> dict[str, Any]:
+    """Record the message (and, for a party's upload, its ``exchange.sent`` statement and
+    the deliveries to other nodes), then put the ciphertext in place, in one transaction.
+    The rows go first: a second attempt at the same id stops at them before it touches the
+    file. If anything fails after the file is in place, it is taken back."""
     node, actor, env = upload.node, upload.actor, upload.envelope
     target = ciphertext_path(node.settings.data_dir, env.id)
-    upload.file.publish(target)
     by = actor.party_id if actor is not None else env.sender
+    upload.file.sync()
+    published = False
     try:
-        with node.db.write() as conn:
+        with writing(node, upload.conn) as conn:
             leaf = None
             if actor is not None:  # the sender's own node: the log proves the acceptance
                 rec = node.commit(
@@ -312,6 +362,8 @@ def _store(upload: Upload) -> dict[str, Any]:
                     for p, d in upload.deliveries.items()
                 ],
             )
+            upload.file.publish(target)
+            published = True
             if actor is not None:
                 access(conn, node, actor, "exchange.send", env.id, env.sender, env.recipients)
                 # one delivery per other node, queued with the message in the same transaction
@@ -338,7 +390,8 @@ def _store(upload: Upload) -> dict[str, Any]:
                 )
             )
     except BaseException:
-        target.unlink(missing_ok=True)
+        if published:
+            upload.file.unpublish(target)
         raise
     action = "exchange.send" if actor is not None else "exchange.deliver"
     log_access(by, action, env.id, env.sender, env.recipients, env.layout.ciphertext_size)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from metrocloud.domain.errors import Conflict, Forbidden, InvalidInput, VerificationError
 from metrocloud.services._exchange_common import (
@@ -34,9 +34,10 @@ from metrocloud.services._exchange_common import (
     log_access,
     remote,
     visible,
+    writing,
 )
 from metrocloud.services._exchange_files import CiphertextFile, ciphertext_path
-from metrocloud.services._exchange_keys import get_key, register_key
+from metrocloud.services._exchange_keys import get_key, local_key, register_key
 from metrocloud.services._exchange_remote import GridNotConnected, NotConnected, RemoteDelivery
 from metrocloud.services._exchange_upload import (
     MAX_ENVELOPE,
@@ -45,6 +46,7 @@ from metrocloud.services._exchange_upload import (
     Upload,
     begin_delivery,
     begin_upload,
+    check_delivery,
     message_out,
     upload_prefix,
 )
@@ -67,12 +69,14 @@ __all__ = [
     "accept_receipt",
     "begin_delivery",
     "begin_upload",
+    "check_delivery",
     "check_party",
     "connect_remote",
     "get_key",
     "get_message",
     "list_messages",
     "list_receipts",
+    "local_key",
     "open_content",
     "register_key",
     "submit_receipt",
@@ -272,11 +276,17 @@ def list_receipts(node: Node, actor: Actor, message_id: str) -> list[dict[str, A
 
 
 def accept_receipt(
-    node: Node, *, origin: str, receipt: object, recipient_key: PublicKey
+    node: Node,
+    *,
+    origin: str,
+    receipt: object,
+    recipient_key: PublicKey,
+    conn: Connection | None = None,
 ) -> dict[str, Any]:
     """A receipt of a recipient homed on another node, coming back to the sender's node (the
     grid calls this): checked against the stored message and ``recipient_key`` (the
-    recipient's registered key, as its home node vouches), then stored like a local one."""
+    recipient's registered key, as the grid knows it), then stored like a local one, in
+    ``conn``'s transaction if given. The same receipt again changes nothing."""
     parsed = Receipt.from_json(receipt)
     if home(parsed.recipient) != origin:
         raise InvalidInput(
@@ -284,11 +294,12 @@ def accept_receipt(
             rule=RULE,
         )
     parsed.verify(recipient_key)
-    with node.db.write() as conn:
-        msg = conn.execute(
+    stored = canonical_json(parsed.to_json()).decode("utf-8")
+    with writing(node, conn) as c:
+        msg = c.execute(
             select(exchange_messages).where(exchange_messages.c.id == parsed.message_id)
         ).first()
-        row = conn.execute(
+        row = c.execute(
             select(exchange_recipients).where(
                 exchange_recipients.c.message_id == parsed.message_id,
                 exchange_recipients.c.recipient_id == parsed.recipient,
@@ -300,23 +311,22 @@ def accept_receipt(
                 f"to {parsed.recipient} from this node",
                 rule=RULE,
             )
+        if row.receipt == stored:
+            return _receipt_out(row)
         if row.receipt is not None:
             raise Conflict(f"{parsed.recipient} acknowledged {parsed.message_id} already")
-        conn.execute(
+        c.execute(
             update(exchange_recipients)
             .where(
                 exchange_recipients.c.message_id == msg.id,
                 exchange_recipients.c.recipient_id == parsed.recipient,
             )
-            .values(
-                receipt=canonical_json(parsed.to_json()).decode("utf-8"),
-                acknowledged_at=node.timestamp(),
-            )
+            .values(receipt=stored, acknowledged_at=node.timestamp())
         )
         access_by_remote(
-            conn, node, parsed.recipient, origin, "exchange.receipt", msg.id, [msg.sender_id]
+            c, node, parsed.recipient, origin, "exchange.receipt", msg.id, [msg.sender_id]
         )
-        row = conn.execute(
+        row = c.execute(
             select(exchange_recipients).where(
                 exchange_recipients.c.message_id == msg.id,
                 exchange_recipients.c.recipient_id == parsed.recipient,

@@ -104,7 +104,10 @@ class ReceiptOut(Out):
     message_id: str
     recipient_id: str
     acknowledged_at: str
-    leaf_index: int = Field(description="the exchange.receipt statement in the log")
+    leaf_index: int | None = Field(
+        description="the exchange.receipt statement in this node's log; null for a receipt "
+        "of a recipient on another node (the statement is in that node's log)"
+    )
     receipt: dict[str, Any]
 
 
