@@ -192,3 +192,16 @@ def world(node: Node) -> World:
     ):
         w.admit(name, role)
     return w
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _wide_cli_console() -> Iterator[None]:
+    """The CLI's rich consoles measure the terminal once, when they are created (and a
+    dumb or absent terminal is 80 columns, whatever COLUMNS says): tests see a wide one, so
+    that tables do not fold the ids and dates they assert on."""
+    from metrocloud.cli._common import err, out
+
+    saved = out._width, err._width
+    out._width = err._width = 250
+    yield
+    out._width, err._width = saved
