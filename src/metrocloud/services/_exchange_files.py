@@ -155,7 +155,7 @@ class StagedCiphertext:
         fsync_directory(self.path.parent)
 
     def discard(self) -> None:
-        pass
+        pass  # kept: the next attempt takes it up again (see the class docstring)
 
     def unpublish(self, target: Path) -> None:
         pass  # the file in place is the next attempt's source
