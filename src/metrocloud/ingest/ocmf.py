@@ -55,7 +55,17 @@ from metrocloud.formats._ocmf_crypto import CURVES, decode_binary_text, parse_pu
 from metrocloud.formats._ocmf_rules import check_group, parse_time
 from metrocloud.formats.ocmf import OcmfDocument, effective_readings, parse_ocmf, verify_ocmf
 from metrocloud.formats.transparenz import ContainerValue
-from metrocloud.ingest.intake import TURNS, Intake, Outcome, write_turn
+from metrocloud.ingest.intake import (  # the intake log's row layout, shared with batches
+    _BATCH_COLUMNS,
+    _FLAG_COLUMNS,
+    _MAX_DETAIL,
+    _QUARANTINE_COLUMNS,
+    _WIRE_COLUMNS,
+    TURNS,
+    Intake,
+    Outcome,
+    write_turn,
+)
 from metrocloud.store.bulk import insert_rows
 from metrocloud.store.schema import (
     certificates,
@@ -71,32 +81,7 @@ __all__ = ["OCMF_PREFIX", "OcmfImport", "import_values", "reading_status"]
 
 #: how a stored OCMF record starts (an MCB1 batch starts with ``MCB1.``)
 OCMF_PREFIX = b"OCMF|"
-_MAX_DETAIL = 500
 _EV = InstrumentCategory.DE_EV.value
-_BATCH_COLUMNS = (
-    "key_id",
-    "counter",
-    "digest",
-    "instrument_id",
-    "category",
-    "readings",
-    "first_t",
-    "last_t",
-    "received_at",
-    "transport",
-)
-_WIRE_COLUMNS = ("key_id", "counter", "wire")
-_QUARANTINE_COLUMNS = (
-    "received_at",
-    "transport",
-    "reason",
-    "detail",
-    "instrument_id",
-    "key_id",
-    "counter",
-    "wire",
-)
-_FLAG_COLUMNS = ("instrument_id", "kind", "detail", "at")
 #: the curve of a registered device key algorithm (Ed25519 is no OCMF algorithm)
 _KEY_CURVE = {"ecdsa-p256": "secp256r1"}
 
