@@ -115,6 +115,8 @@ class Listener:
         self.client = client(f"listener-{uuid.uuid4().hex[:12]}", url=url)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_a: subscribed.set()
+        # a clean session forgets its subscription: subscribe again after any reconnect
+        self.client.on_connect = lambda c, *_a: c.subscribe(topic, options=SubscribeOptions(qos=1))
         self.client.subscribe(topic, options=SubscribeOptions(qos=1))
         assert subscribed.wait(10), f"no SUBACK for {topic}"
 
@@ -143,7 +145,7 @@ class Listener:
         self.client.loop_stop()
 
 
-def publish(c: mqtt.Client, topic: str, payload: bytes, *, timeout: float = 10) -> None:
+def publish(c: mqtt.Client, topic: str, payload: bytes, *, timeout: float = 30) -> None:
     """Publish with QoS 1 and wait for the broker's PUBACK."""
     info = c.publish(topic, payload, qos=1)
     info.wait_for_publish(timeout)
@@ -216,10 +218,17 @@ def proxy() -> Iterator[TcpProxy]:
         p.close()
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    explain: Callable[[], str] | None = None,
+) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds, with
+    ``explain()`` (what is still missing, say) in the message."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            detail = f"\n{explain()}" if explain is not None else ""
+            pytest.fail(f"timed out after {timeout} s waiting for {what}{detail}")
         time.sleep(0.05)

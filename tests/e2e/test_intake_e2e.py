@@ -246,6 +246,27 @@ class Traffic:
     def all_batches(self) -> list[SignedBatch]:
         return [b for bs in (*self.http, *self.over_mqtt) for b in bs]
 
+    def done(self) -> bool:
+        """Every batch acknowledged; a sender that failed fails the test at once."""
+        if self.errors:
+            raise AssertionError(f"a sender failed: {self.errors[0]!r}") from self.errors[0]
+        return sum(len(a) for a in self.acknowledged().values()) >= len(self.all_batches())
+
+    def missing(self) -> str:
+        """Which batches are not acknowledged yet, per transport (for a failure message)."""
+        acked = self.acknowledged()
+        lines = []
+        for via, devices in (("http", self.http), ("mqtt", self.over_mqtt)):
+            todo = sorted(
+                (b.parse().instrument, b.parse().counter)
+                for bs in devices
+                for b in bs
+                if identity(b) not in acked[via]
+            )
+            lines.append(f"{via}: {len(todo)} not acknowledged, first {todo[:5]}")
+        lines.append(f"MQTT outcomes heard: {len(self.mqtt.outcomes())}")
+        return "\n".join(lines)
+
     def acknowledged(self) -> dict[str, set[tuple[str, int, str]]]:
         """(key_id, counter, digest) of the batches acknowledged so far, per transport."""
         for instrument, o in self.mqtt.outcomes():
@@ -339,9 +360,10 @@ def _killed_during_intake(tmp_path: Path, db: str | None, schema: str | None) ->
             traffic.node_up.set()  # HTTP resends what was not answered; MQTT was redelivered
             everything = traffic.all_batches()
             wait_until(
-                lambda: sum(len(a) for a in traffic.acknowledged().values()) >= len(everything),
-                60,
+                traffic.done,
+                120,
                 "every batch acknowledged after the restart",
+                lambda: traffic.missing() + "\nnode log (tail):\n" + node.log()[-3000:],
             )
             for s in senders:
                 s.join(timeout=30)
