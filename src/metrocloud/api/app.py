@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
+from starlette.types import Receive, Scope, Send
 
 from metrocloud import __version__
 from metrocloud.api import aas
@@ -35,7 +37,7 @@ from metrocloud.api.schemas import Problem
 from metrocloud.services import exchange_grid, federation, measurements
 from metrocloud.services.node import Node
 
-__all__ = ["API_PREFIX", "create_app"]
+__all__ = ["API_PREFIX", "NodeApp", "create_app"]
 
 API_PREFIX = "/api/v1"
 
@@ -54,6 +56,20 @@ _ERRORS = {
     "409": "Conflict with an existing record or a legal rule",
     "422": "Invalid input",
 }
+
+
+class NodeApp(FastAPI):
+    """The node's FastAPI application, with the AAS fast lane (if any) in front of the
+    whole middleware stack: the lane's answers skip the error, telemetry and body-limit
+    layers too (it raises nothing it does not handle; anything else it hands on)."""
+
+    fast_lane: AasFastLane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_lane is not None:
+            await self.fast_lane(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(node: Node, *, fast_lane: bool = True, background: bool = False) -> FastAPI:
@@ -79,7 +95,7 @@ def create_app(node: Node, *, fast_lane: bool = True, background: bool = False) 
                 measurements.stop_mqtt(node)
                 measurements.stop_lake(node)
 
-    app = FastAPI(
+    app = NodeApp(
         lifespan=lifespan,
         title="metrocloud node API",
         version=__version__,
@@ -112,7 +128,7 @@ def create_app(node: Node, *, fast_lane: bool = True, background: bool = False) 
     app.include_router(aas.router, prefix=aas.AAS_PREFIX)
     aas.install_error_format(app, aas.AAS_PREFIX)  # AAS Part 2 Result bodies there
     if fast_lane:
-        app.add_middleware(AasFastLane, node=node)
+        app.fast_lane = AasFastLane(functools.partial(FastAPI.__call__, app), node)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

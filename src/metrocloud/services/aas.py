@@ -48,6 +48,7 @@ from metrocloud.services.visibility import (
     refuse_node_admin,
     visible_filter,
 )
+from metrocloud.store.point import get_row
 from metrocloud.store.schema import certificates, instruments
 from metrocloud.twin import (
     INSTRUMENT_SUBMODELS,
@@ -482,7 +483,7 @@ def lookup_shell_ids(
 
 
 def _type_row(conn: Connection, record_id: str) -> Any:
-    row = conn.execute(select(certificates).where(certificates.c.id == record_id)).first()
+    row = get_row(conn, certificates, record_id)
     if row is None:
         raise NotFound(f"no shell of instrument type {record_id}: no such certificate")
     return row
@@ -501,9 +502,13 @@ def get_shell_json(node: Node, actor: Actor, record_id: str) -> bytes:
     return prepare_shell_json(node, actor, record_id).run(node)
 
 
-def prepare_shell_json(node: Node, actor: Actor, record_id: str) -> Prepared[bytes]:
-    """:func:`get_shell_json`, read and checked, with its access-log rows still to write."""
-    row, log_rows = _shell_row_checked(node, actor, record_id, "aas.shell.read")
+def prepare_shell_json(
+    node: Node, actor: Actor, record_id: str, *, on_loop: bool = False
+) -> Prepared[bytes]:
+    """:func:`get_shell_json`, read and checked, with its access-log rows still to write.
+    ``on_loop``: called on the event loop's thread, which reads on its own pinned
+    connection (:meth:`~metrocloud.store.database.Database.pinned_read`)."""
+    row, log_rows = _shell_row_checked(node, actor, record_id, "aas.shell.read", on_loop)
     body = type_shell_json(row) if record_id.startswith(_TYPE) else instrument_shell_json(row)
     return Prepared(body, log_rows)
 
@@ -515,14 +520,15 @@ def _readable_shell_row(node: Node, actor: Actor, record_id: str, action: str) -
 
 
 def _shell_row_checked(
-    node: Node, actor: Actor, record_id: str, action: str
+    node: Node, actor: Actor, record_id: str, action: str, on_loop: bool = False
 ) -> tuple[Any, list[tuple[Any, ...]]]:
     """The shell's row if ``actor`` may read it (else NotFound / Forbidden), and the
     access-log rows the read needs."""
+    read = node.db.pinned_read if on_loop else node.db.read
     if record_id.startswith(_TYPE):
-        with node.db.read() as conn:
+        with read() as conn:
             return _type_row(conn, record_id), []
-    with node.db.read() as conn:
+    with read() as conn:
         row = instrument_row(conn, record_id)
         refuse_node_admin(actor)
         by_grant = check_can_read(conn, actor, row)

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from metrocloud.domain.errors import InvalidInput, MetrocloudError
 
@@ -99,6 +99,9 @@ class Database:
             if durable:
                 event.listen(self.engine, "connect", _sqlite_full_sync)
         self._write_lock = threading.RLock() if self.dialect == "sqlite" else None
+        self._pinned = threading.local()
+        self._pinned_all: list[Connection] = []
+        self._pinned_lock = threading.Lock()
 
     @property
     def is_sqlite(self) -> bool:
@@ -125,6 +128,44 @@ class Database:
         with self.engine.connect() as conn:
             yield conn
 
+    @contextmanager
+    def pinned_read(self) -> Iterator[Connection]:
+        """A read on a connection kept open for the calling thread, for one thread that
+        serves many small reads (the event loop's point reads: the AAS fast lane), so a
+        read costs no pool check-out and check-in. Not for pool threads: each would pin a
+        connection of the pool for good.
+
+        The read's transaction, begun by SQLAlchemy or by a raw driver cursor
+        (:func:`metrocloud.store.point.get_row`), is ended afterwards, so the next read sees
+        newer commits and PostgreSQL never sees the connection idle in a transaction. A
+        connection the driver failed on is dropped; the next read opens a new one.
+        """
+        conn: Connection | None = getattr(self._pinned, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self.engine.connect()
+            self._pinned.conn = conn
+            with self._pinned_lock:
+                self._pinned_all.append(conn)
+        try:
+            yield conn
+        except DBAPIError:
+            self._unpin(conn)
+            raise
+        finally:
+            if not conn.closed:
+                if conn.in_transaction():
+                    conn.rollback()
+                elif self.dialect != "sqlite":  # SQLite: the raw cursor began none
+                    conn.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+
+    def _unpin(self, conn: Connection) -> None:
+        self._pinned.conn = None
+        with self._pinned_lock:
+            if conn in self._pinned_all:
+                self._pinned_all.remove(conn)
+        conn.invalidate()
+        conn.close()
+
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
         from alembic import command
@@ -140,4 +181,8 @@ class Database:
             raise StorageUnavailable(f"cannot open database {self.describe()}: {exc.orig}") from exc
 
     def dispose(self) -> None:
+        with self._pinned_lock:
+            pinned, self._pinned_all = self._pinned_all, []
+        for conn in pinned:
+            conn.close()
         self.engine.dispose()

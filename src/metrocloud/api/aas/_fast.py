@@ -91,7 +91,9 @@ class AasFastLane:
         if actor is None:
             return None
         try:
-            prepared = svc.prepare_shell_json(self.node, actor, parse_shell_id(decode_id(encoded)))
+            prepared = svc.prepare_shell_json(
+                self.node, actor, parse_shell_id(decode_id(encoded)), on_loop=True
+            )
         except MetrocloudError:  # the full path answers it, with the right error body
             return None
         return await prepared.run_async(self.node)
