@@ -75,9 +75,15 @@ def test_demo_seeds_a_population_that_passes_audit_and_survives_a_rerun(tmp_path
     creds = json.loads(creds_file.read_text())
     assert set(creds) == ROLES
     for role, c in creds.items():
-        assert set(c) == {"party_id", "token"}, (role, c)
+        assert set(c) == {"party_id", "token", "keys"}, (role, c)
         assert isinstance(c["party_id"], str) and isinstance(c["token"], str)
         assert c["party_id"] and c["token"]
+        # the party's own key directory (metrocloud exchange --keys), its keys only
+        keys = Path(c["keys"])
+        assert keys == data_dir / "parties" / role
+        assert {p.name for p in keys.iterdir()} >= {"passphrase", f"{c['party_id']}.key.pem"}
+        assert all(p.name.startswith((c["party_id"], "passphrase")) for p in keys.iterdir())
+    assert "confidential exchange: xch-" in seeded.stderr
 
     census = _census(data_dir, creds)
     roles = census["roles"]

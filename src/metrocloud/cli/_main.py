@@ -214,7 +214,8 @@ def demo(
 ) -> None:
     """A node on embedded defaults, seeded with a realistic population, then served.
 
-    Writes one token per role to DATA_DIR/credentials.json. Re-running on the same
+    Writes one token per role to DATA_DIR/credentials.json, with the party's key directory
+    (DATA_DIR/parties/<role>, for 'metrocloud exchange --keys'). Re-running on the same
     DATA_DIR serves the existing population. With --grid N: N nodes, one per member state.
     """
     from metrocloud.services.demo import seed_demo
@@ -250,13 +251,24 @@ def demo(
             )
         else:
             with _progress() as bar:
-                pop = seed_demo(node, instruments=instruments, seed=seed, progress=_tracker(bar))
+                pop = seed_demo(
+                    node,
+                    instruments=instruments,
+                    seed=seed,
+                    progress=_tracker(bar),
+                    keys_dir=data_dir / "parties",  # each role's own key directory
+                )
             creds = pop.credentials
             _credentials_file(data_dir, creds)
             err.print(
                 f"seeded {pop.parties} parties, {pop.certificates} certificates, "
                 f"{pop.instruments} instruments, {pop.events} life-cycle events"
             )
+            if pop.exchange is not None:
+                err.print(
+                    f"confidential exchange: {pop.exchange.message_id} from the manufacturer "
+                    "to the notified body, acknowledged (docs/exchange.md#demo)"
+                )
     url = f"http://{host}:{port}/api/v1"
     table = Table(title=f"metrocloud demo node {node.node_id}")
     table.add_column("role", no_wrap=True)

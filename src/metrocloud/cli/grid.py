@@ -386,6 +386,7 @@ def _seed(data_dir: Path, countries: list[str], host: str, port: int, per_type: 
     from metrocloud.api.grid_local import LocalTransport
     from metrocloud.grid.identity import admit_node, init_anchor, load_anchor
     from metrocloud.services import federation as fed
+    from metrocloud.services._demo_exchange import private_directory
     from metrocloud.services._federation_demo import seed_grid_demo
     from metrocloud.services.node import Node
 
@@ -422,7 +423,19 @@ def _seed(data_dir: Path, countries: list[str], host: str, port: int, per_type: 
                     fed.sync(n)
 
         with _progress() as bar:
-            creds = seed_grid_demo(nodes, sync_all, per_type=per_type, progress=_tracker(bar))
+            seeded = seed_grid_demo(
+                nodes,
+                sync_all,
+                keys_dir=private_directory(data_dir / "parties"),
+                per_type=per_type,
+                progress=_tracker(bar),
+            )
+        # the sender's copy of the document it sent (the nodes hold only its ciphertext)
+        msg = seeded.exchange
+        document = private_directory(data_dir / "documents") / "technical-file.pdf"
+        fd = os.open(document, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(msg.document)
         return {
             "nodes": [
                 {
@@ -430,10 +443,18 @@ def _seed(data_dir: Path, countries: list[str], host: str, port: int, per_type: 
                     "node_id": nodes[c].node_id,
                     "base_url": urls[c],
                     "data_dir": str(data_dir / c.lower()),
-                    "credentials": creds[c],
+                    "credentials": seeded.credentials[c],
                 }
                 for c in countries
-            ]
+            ],
+            "exchange": {
+                "message_id": msg.message_id,
+                "sender_id": msg.sender_id,
+                "recipient_ids": list(msg.recipient_ids),
+                "content_type": msg.content_type,
+                "document": str(document),
+                "sha256": msg.sha256,
+            },
         }
     finally:
         for n in nodes.values():
@@ -519,7 +540,13 @@ def run_grid_demo(
             n["credentials"]["authority"]["token"],
         )
     out.print(table)
-    out.print(f"all tokens: {data_dir / 'grid.json'}")
+    out.print(f"all tokens and key directories: {data_dir / 'grid.json'}")
+    if "exchange" in grid:
+        x = grid["exchange"]
+        out.print(
+            f"confidential exchange: {x['message_id']} from {x['sender_id']} to "
+            f"{', '.join(x['recipient_ids'])}, acknowledged (docs/exchange.md#demo)"
+        )
     if not no_serve:
         with _errors():
             _serve_grid(grid, data_dir, host, port)

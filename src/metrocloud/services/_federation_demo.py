@@ -10,7 +10,15 @@ instruments with life cycles, and a few non-compliance notices. Then, across bor
 * the Dutch authority raises a market-surveillance alert about that type;
 * the German notified body withdraws one of its certificates (every notified body sees it);
 * each authority records non-compliance notices on some instruments of its country; the
-  notices reach every node's alert board.
+  notices reach every node's alert board;
+* the German manufacturer sends the technical documentation of a new type, end-to-end
+  encrypted, to the French notified body, which decrypts it and acknowledges it with a
+  signed receipt (:mod:`metrocloud.services._demo_exchange`: the real exchange, the nodes
+  store and forward ciphertext only).
+
+The party of each role that gets a token keeps its keys in its own key directory,
+``keys_dir/<country>/<role>/`` (what ``metrocloud exchange --keys`` reads), with its X25519
+key registered at its node; the other parties' private keys are not kept.
 
 ``sync`` is called between the steps that depend on replication (the seeding runs with the
 nodes in one process; :mod:`metrocloud.api.grid_local` carries their requests).
@@ -20,13 +28,16 @@ from __future__ import annotations
 
 import hashlib
 import random
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from metrocloud.domain.categories import InstrumentCategory
 from metrocloud.domain.certificates import CertificateAction, ConformityModule
+from metrocloud.domain.errors import VerificationError
 from metrocloud.domain.instruments import EventKind
 from metrocloud.domain.parties import PartyRole
 from metrocloud.domain.types import ChecksumAlgorithm, SoftwareIdentification
@@ -35,12 +46,21 @@ from metrocloud.services import certificates as certs
 from metrocloud.services import events as ev
 from metrocloud.services import instruments as inst
 from metrocloud.services import parties as pty
-from metrocloud.services.common import Actor
+from metrocloud.services._demo_exchange import (
+    PartyKeys,
+    SeededMessage,
+    actor_of,
+    admit_with_keys,
+    receive_document,
+    register_encryption_key,
+    send_document,
+    technical_file,
+)
 from metrocloud.services.demo import ROLES
 from metrocloud.services.node import Node
 from metrocloud.trust.keys import PrivateKey
 
-__all__ = ["NATIONAL", "seed_grid_demo"]
+__all__ = ["NATIONAL", "GridDemo", "seed_grid_demo"]
 
 #: per member state: notified body (name, NANDO number), manufacturers, operators, authority
 NATIONAL: Mapping[str, dict[str, Any]] = {
@@ -83,13 +103,19 @@ _TYPES = [
 ]
 
 
-def _actor(party: Mapping[str, Any]) -> Actor:
-    return Actor(
-        party_id=party["id"],
-        role=PartyRole(party["role"]),
-        country=party["country"],
-        public_key=party["public_key"],
-    )
+#: the party groups of a nation, in the order of ROLES (the first party of each gets a token)
+_GROUPS = ("admin", "nb", "man", "op", "auth")
+_ROLE_OF = dict(zip(_GROUPS, ROLES, strict=True))
+_actor = actor_of
+
+
+@dataclass(frozen=True, kw_only=True)
+class GridDemo:
+    """What the seeding hands out: per country and role ``{party_id, token, keys}`` (the
+    key directory), and the confidential exchange it made."""
+
+    credentials: dict[str, dict[str, dict[str, str]]]
+    exchange: SeededMessage
 
 
 def _software(name: str) -> SoftwareIdentification:
@@ -104,17 +130,25 @@ def _software(name: str) -> SoftwareIdentification:
 @dataclass
 class _Nation:
     node: Node
+    keys_dir: Path
     parties: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    keys: dict[str, PartyKeys] = field(default_factory=dict)
 
     def admit(self, group: str, name: str, role: PartyRole, nb: str | None = None) -> None:
-        party, _ = pty.admit_party(
-            self.node,
-            None,
-            name=name,
-            role=role,
-            nb_number=nb,
-            public_key=PrivateKey.generate().public_key.to_spki_b64(),
-        )
+        if group not in self.parties:  # the group's first party: the one with a token
+            party, keys = admit_with_keys(
+                self.node, self.keys_dir / _ROLE_OF[group], name=name, role=role, nb_number=nb
+            )
+            self.keys[group] = register_encryption_key(self.node, party, keys)
+        else:
+            party, _ = pty.admit_party(
+                self.node,
+                None,
+                name=name,
+                role=role,
+                nb_number=nb,
+                public_key=PrivateKey.generate().public_key.to_spki_b64(),
+            )
         self.parties.setdefault(group, []).append(party)
 
     def first(self, group: str) -> dict[str, Any]:
@@ -191,20 +225,51 @@ def _notices(nation: _Nation, ids: list[str], share: float, rng: random.Random) 
     )
 
 
+def _exchange(sender: _Nation, recipient: _Nation, sync: Callable[[], None]) -> SeededMessage:
+    """The sender's manufacturer sends a technical file to the recipient's notified body,
+    which fetches, decrypts, checks and acknowledges it; the receipt travels back."""
+    man, nb = sender.first("man"), recipient.first("nb")
+    document = technical_file(
+        manufacturer=man["name"],
+        notified_body=f"{nb['name']} (NB {nb['nb_number']})",
+        model=f"EM-580 three-phase electricity meter, class B ({man['name'].split()[0]})",
+        reference=f"TD-{sender.node.country}-{secrets.token_hex(8).upper()}",
+        issued=sender.node.now().date().isoformat(),
+    )
+    media = "application/pdf"
+    message_id = send_document(
+        sender.node, man, sender.keys["man"], [nb["id"]], document, content_type=media
+    )
+    sync()  # offer, pieces, completion: the ciphertext reaches the recipient's node
+    opened, _receipt = receive_document(recipient.node, nb, recipient.keys["nb"], message_id)
+    if opened != document:
+        raise VerificationError(f"{message_id} opened to other bytes than were sent")
+    sync()  # the receipt, back to the sender's node
+    return SeededMessage(
+        message_id=message_id,
+        sender_id=man["id"],
+        recipient_ids=(nb["id"],),
+        content_type=media,
+        document=document,
+    )
+
+
 def seed_grid_demo(
     nodes: Mapping[str, Node],
     sync: Callable[[], None],
     *,
+    keys_dir: Path,
     per_type: int = 40,
     seed: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
-) -> dict[str, dict[str, dict[str, str]]]:
-    """Seed every node and the cross-border stories; returns the credentials per country."""
+) -> GridDemo:
+    """Seed every node and the cross-border stories; the parties with a token keep their
+    keys in ``keys_dir/<country>/<role>/``. Returns the credentials per country."""
     step = progress or (lambda _w, _d, _t: None)
     rng = random.Random(seed)
     nations: dict[str, _Nation] = {}
     for k, (country, node) in enumerate(nodes.items()):
-        n = _Nation(node)
+        n = _Nation(node, keys_dir / country)
         spec = NATIONAL[country]
         n.admit("admin", f"Node operator {country}", PartyRole.NODE_ADMIN)
         n.admit("nb", spec["nb"][0], PartyRole.NOTIFIED_BODY, spec["nb"][1])
@@ -259,11 +324,17 @@ def seed_grid_demo(
     )
     sync()
     step("cross-border", 1, 1)
+    exchange = _exchange(nations[home], nations[abroad], sync)
+    step("confidential exchange", 1, 1)
     creds: dict[str, dict[str, dict[str, str]]] = {}
     for country, n in nations.items():
         creds[country] = {}
-        for role, group in zip(ROLES, ("admin", "nb", "man", "op", "auth"), strict=True):
+        for role, group in zip(ROLES, _GROUPS, strict=True):
             party = n.first(group)
             c = pty.issue_credential(n.node, None, party["id"], label="demo --grid")
-            creds[country][role] = {"party_id": party["id"], "token": c.token}
-    return creds
+            creds[country][role] = {
+                "party_id": party["id"],
+                "token": c.token,
+                "keys": str(n.keys[group].directory),
+            }
+    return GridDemo(credentials=creds, exchange=exchange)

@@ -8,6 +8,11 @@ decommissioned), one suspended and one withdrawn certificate. Deterministic for 
 The first certificate (an electricity meter of the first manufacturer) also approves the
 reference device's software, so ``metrocloud device init`` can provision devices of that
 type with the demo's manufacturer token.
+
+With ``keys_dir``, the party of each role that gets a token keeps its keys in its own key
+directory ``keys_dir/<role>/`` with its X25519 key registered at the node, and the
+manufacturer has sent the notified body a technical file through the confidential exchange,
+which the notified body opened and acknowledged (:mod:`metrocloud.services._demo_exchange`).
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 from metrocloud.device import reference_software
 from metrocloud.domain.categories import InstrumentCategory
 from metrocloud.domain.certificates import CertificateAction, ConformityModule
+from metrocloud.domain.errors import VerificationError
 from metrocloud.domain.instruments import EventKind
 from metrocloud.domain.parties import PartyRole
 from metrocloud.domain.types import ChecksumAlgorithm, SoftwareIdentification
@@ -30,6 +37,15 @@ from metrocloud.services import declarations as decl
 from metrocloud.services import events as ev
 from metrocloud.services import instruments as inst
 from metrocloud.services import parties as pty
+from metrocloud.services._demo_exchange import (
+    PartyKeys,
+    SeededMessage,
+    admit_with_keys,
+    receive_document,
+    register_encryption_key,
+    send_document,
+    technical_file,
+)
 from metrocloud.services.common import Actor
 from metrocloud.services.node import Node
 from metrocloud.trust.keys import KeyAlgorithm, PrivateKey
@@ -37,6 +53,7 @@ from metrocloud.trust.keys import KeyAlgorithm, PrivateKey
 __all__ = ["ROLES", "DemoPopulation", "seed_demo"]
 
 ROLES = ("node_admin", "notified_body", "manufacturer", "operator", "authority")
+_GROUPS = ("admin", "nb", "man", "op", "auth")
 
 _NBS = [
     ("PTB Physikalisch-Technische Bundesanstalt", "0102", "DE"),
@@ -87,6 +104,7 @@ class DemoPopulation:
     certificates: int
     instruments: int
     events: int
+    exchange: SeededMessage | None = None
 
 
 def _actor(party: dict[str, Any]) -> Actor:
@@ -110,7 +128,9 @@ class _Seeder:
     node: Node
     rng: random.Random
     step: Callable[[str, int, int], None]
+    keys_dir: Path | None = None
     parties: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    keys: dict[str, PartyKeys] = field(default_factory=dict)
     batches: dict[str, tuple[dict[str, Any], list[ev.EventDraft]]] = field(default_factory=dict)
     events: int = 0
 
@@ -122,6 +142,14 @@ class _Seeder:
         nb: str | None = None,
         country: str | None = None,
     ) -> dict[str, Any]:
+        if self.keys_dir is not None and group not in self.parties:  # the one with a token
+            role_dir = self.keys_dir / ROLES[_GROUPS.index(group)]
+            party, keys = admit_with_keys(
+                self.node, role_dir, name=name, role=role, nb_number=nb, country=country
+            )
+            self.keys[group] = register_encryption_key(self.node, party, keys)
+            self.parties.setdefault(group, []).append(party)
+            return party
         key = PrivateKey.generate(KeyAlgorithm.ED25519)
         party, _ = pty.admit_party(
             self.node,
@@ -309,12 +337,42 @@ class _Seeder:
                 reason="demo: non-conformity found during surveillance",
             )
 
+    def exchange(self) -> SeededMessage | None:
+        """The manufacturer's technical file to the notified body, opened and acknowledged."""
+        if not self.keys:
+            return None
+        man, nb = self.parties["man"][0], self.parties["nb"][0]
+        document = technical_file(
+            manufacturer=man["name"],
+            notified_body=f"{nb['name']} (NB {nb['nb_number']})",
+            model="EM-580 three-phase electricity meter, class B",
+            reference=f"TD-{self.node.country}-{self.rng.getrandbits(64):016X}",
+            issued=self.node.now().date().isoformat(),
+        )
+        media = "application/pdf"
+        mid = send_document(
+            self.node, man, self.keys["man"], [nb["id"]], document, content_type=media
+        )
+        opened, _ = receive_document(self.node, nb, self.keys["nb"], mid)
+        if opened != document:
+            raise VerificationError(f"{mid} opened to other bytes than were sent")
+        self.step("confidential exchange", 1, 1)
+        return SeededMessage(
+            message_id=mid,
+            sender_id=man["id"],
+            recipient_ids=(nb["id"],),
+            content_type=media,
+            document=document,
+        )
+
     def credentials(self) -> dict[str, dict[str, str]]:
         creds: dict[str, dict[str, str]] = {}
-        for role, group in zip(ROLES, ("admin", "nb", "man", "op", "auth"), strict=True):
+        for role, group in zip(ROLES, _GROUPS, strict=True):
             party = self.parties[group][0]
             c = pty.issue_credential(self.node, None, party["id"], label="demo")
             creds[role] = {"party_id": party["id"], "token": c.token}
+            if group in self.keys:
+                creds[role]["keys"] = str(self.keys[group].directory)
         return creds
 
 
@@ -324,15 +382,21 @@ def seed_demo(
     instruments: int = 10_000,
     seed: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
+    keys_dir: Path | None = None,
 ) -> DemoPopulation:
-    """Seed ``node`` (which must be empty) and return one credential per role."""
-    s = _Seeder(node, random.Random(seed), progress or (lambda _what, _done, _total: None))
+    """Seed ``node`` (which must be empty) and return one credential per role; with
+    ``keys_dir``, each of them with its key directory there, and one exchange made."""
+    s = _Seeder(
+        node, random.Random(seed), progress or (lambda _what, _done, _total: None), keys_dir
+    )
     s.seed_parties()
     cert_rows = s.seed_certificates()
     created = s.seed_instruments(cert_rows, instruments)
     s.seed_life_cycles(created)
     s.change_some_certificates(cert_rows)
+    exchange = s.exchange()
     return DemoPopulation(
+        exchange=exchange,
         credentials=s.credentials(),
         parties=sum(len(v) for v in s.parties.values()),
         certificates=len(cert_rows),
