@@ -1,5 +1,6 @@
 """Giving an instrument monitoring results: an alert (a broken seal, from the registry) and a
-maintenance estimate (a drifting register against a reference meter, in the node's lake).
+maintenance estimate (a drifting register against a reference meter, in the node's lake);
+or a streaming alert (a counter reset, in a segment the streaming monitor observed).
 
 Shared by the monitoring API tests and the authorization matrix."""
 
@@ -50,3 +51,12 @@ def give_results(node: Node, authority: Actor, instrument_id: str, category: str
     )
     with Lake.open(node.settings.lake_path(), create=True) as lake:
         lake.write_segment(f"drift-{instrument_id}", table(drifting_rows(instrument_id, category)))
+
+
+def give_stream_alert(node: Node, instrument_id: str) -> None:
+    """A ``counter_reset`` streaming alert for the instrument (services/streaming.py)."""
+    from metrocloud.services.streaming import StreamMonitor
+
+    rows = [(instrument_id, "MI-003", DAY0 + timedelta(minutes=15 * k), QUANTITY, v)
+            for k, v in enumerate((50.0, 60.0, 1.0))]  # fmt: skip
+    StreamMonitor(node.db).observe(f"stream-{instrument_id}", table(rows))

@@ -73,7 +73,7 @@ from tests._exchange import enroll
 from tests._exchange import seal as xch_seal
 from tests._exchange import send as xch_send
 from tests._exchange import upload_body as xch_body
-from tests._monitoring import give_results
+from tests._monitoring import give_results, give_stream_alert
 from tests.conftest import Member, World
 
 OK = "ok"  # 2xx; for a list naming a target record: the record is in the page
@@ -349,6 +349,10 @@ MATRIX: list[Row] = [
     # the list holds what the caller may read, one instrument (?instrument=) is checked ------
     *spec("GET /api/v1/monitoring/alerts", scoped=True, extra=GRANTED, **INSTRUMENT_SEARCH),
     *spec("GET /api/v1/monitoring/alerts", variant="one instrument", scoped=True,
+          missing=INSTRUMENT_MISSING, extra=GRANTED, **INSTRUMENT_READ),
+    *spec("GET /api/v1/monitoring/stream-alerts", scoped=True, extra=GRANTED,
+          **INSTRUMENT_SEARCH),
+    *spec("GET /api/v1/monitoring/stream-alerts", variant="one instrument", scoped=True,
           missing=INSTRUMENT_MISSING, extra=GRANTED, **INSTRUMENT_READ),
     *spec("GET /api/v1/maintenance/plan", scoped=True, extra=GRANTED, **INSTRUMENT_SEARCH),
     *spec("GET /api/v1/maintenance/plan", variant="one instrument", scoped=True,
@@ -1124,6 +1128,16 @@ def _alerts(s: Scenario, row: Row) -> Req:
     ins = _with_results(s, row)
     params = {"instrument": ins["id"]} if row.variant else None
     return Req("GET", f"{API_PREFIX}/monitoring/alerts", params=params, target=ins["id"],
+               target_key="instrument")  # fmt: skip
+
+
+@builds("GET /api/v1/monitoring/stream-alerts")
+def _stream_alerts(s: Scenario, row: Row) -> Req:
+    ins = s.instrument_for(row)
+    if row.ownership != "missing":
+        s._memoize(("stream", ins["id"]), lambda: give_stream_alert(s.node, ins["id"]))
+    params = {"instrument": ins["id"]} if row.variant else None
+    return Req("GET", f"{API_PREFIX}/monitoring/stream-alerts", params=params, target=ins["id"],
                target_key="instrument")  # fmt: skip
 
 

@@ -1,5 +1,6 @@
 """Condition monitoring and predictive maintenance over the node's lake: ``metrocloud monitor
-run``, ``metrocloud maintenance plan`` and ``metrocloud maintenance reliability``.
+run``, ``metrocloud maintenance plan`` and ``metrocloud maintenance reliability``; and the
+alerts streaming mode raised as readings arrived: ``metrocloud monitor alerts``.
 
 Each runs on DuckDB (default) or Apache Spark (``--engine spark [--spark-master URL]``),
 through the same :class:`~metrocloud.lake.engine.LakeEngine` interface and with the same
@@ -191,6 +192,54 @@ def monitor_run(
             f"[{colour[a.severity]}]{a.severity}[/]",
             wire["at"],
             escape(_evidence(wire["evidence"])),
+        )
+    out.print(table)
+
+
+@monitor_app.command("alerts")
+def monitor_alerts(
+    data_dir: DataDir = Path("metrocloud-data"),
+    db: Db = None,
+    instrument: Annotated[
+        str | None, typer.Option("--instrument", help="Only this instrument's alerts.")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            help="Only this kind: counter_reset, reverse_flow, gap, seal_broken, tamper_detected.",
+        ),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Print the alerts streaming mode raised as readings arrived (one per instrument and
+    kind, with how often it recurred; no lake scan, docs/monitoring.md "Streaming")."""
+    from metrocloud.services.node import Node
+    from metrocloud.services.streaming import list_stream_alerts, stream_alert_json
+
+    with _errors():
+        node = Node.open(_settings(data_dir, db), create=False)
+        try:
+            alerts = list_stream_alerts(node, instrument=instrument, kind=kind)
+        finally:
+            node.close()
+    if as_json:
+        for a in alerts:
+            typer.echo(json.dumps(stream_alert_json(a), ensure_ascii=False))
+        return
+    table = Table(title=f"{len(alerts)} streaming alert(s)")
+    for col in ("instrument", "kind", "severity", "first evidence (UTC)", "count", "evidence"):
+        table.add_column(col, overflow="fold")
+    colour = {"critical": "red", "warning": "yellow", "info": "cyan"}
+    for a in alerts:
+        wire = stream_alert_json(a)
+        table.add_row(
+            a.instrument,
+            a.kind,
+            f"[{colour[a.severity]}]{a.severity}[/]",
+            wire["at"],
+            str(a.count),
+            escape(_evidence({k: v for k, v in wire["evidence"].items() if k != "count"})),
         )
     out.print(table)
 

@@ -43,7 +43,7 @@ import logging
 import queue
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from itertools import accumulate
 from typing import Any
@@ -115,8 +115,16 @@ class LakeFlusher:
         max_batches: int = 50_000,
         max_readings: int = 200_000,
         interval_s: float = 0.5,
+        on_committed: Callable[[str, pa.Table], object] | None = None,
     ) -> None:
+        """``on_committed(segment, table)`` is called with each segment's id and readings
+        once the lake committed it, before its wire rows go: a crash after the lake commit
+        calls it again with the same id (an observer must be idempotent per id). It must
+        not fail the flush: an exception is logged and counted (``hook_failures``), and
+        the readings stay in the lake, written once."""
         self.db = db
+        self.on_committed = on_committed
+        self.hook_failures = 0
         self.lake = lake
         self.max_batches = max_batches
         self.max_readings = max_readings
@@ -198,6 +206,12 @@ class LakeFlusher:
         if not table.num_rows:  # pragma: no cover - a planned segment holds batches
             return 0
         self.lake.write_segment(segment, table)
+        if self.on_committed is not None:
+            try:
+                self.on_committed(segment, table)
+            except Exception:  # the observer's loss, never the lake's: flush on
+                self.hook_failures += 1
+                log.exception("observer of lake segment %s failed; the segment is flushed", segment)
         for first, last in _ranges(prepared.ids):
             b = intake_batches.c
             done = select(b.key_id, b.counter).where(

@@ -28,6 +28,7 @@ from metrocloud.ingest.ocmf import OcmfImport, import_values
 from metrocloud.lake import Lake
 from metrocloud.services.common import Actor, require_role
 from metrocloud.services.node import Node
+from metrocloud.services.streaming import StreamMonitor
 from metrocloud.store.database import Database
 
 __all__ = [
@@ -122,7 +123,7 @@ def flush_lake(node: Node) -> int | None:
     s = node.settings
     db = Database(s.database_url(), schema=s.db_schema, durable=True)
     try:
-        return LakeFlusher(db, lake).flush_all()
+        return LakeFlusher(db, lake, on_committed=StreamMonitor(db)).flush_all()
     finally:
         db.dispose()
         lake.close()
@@ -163,9 +164,9 @@ class LakeService:
         # the flusher's plan and finish commits are synced like the intake's: a power loss
         # right after a lake write must not lose the plan (and write the segment twice)
         s = self.node.settings
-        self.flusher = LakeFlusher(
-            Database(s.database_url(), schema=s.db_schema, durable=True), self._lake
-        )
+        db = Database(s.database_url(), schema=s.db_schema, durable=True)
+        # streaming monitoring sees each segment as it is committed (docs/monitoring.md)
+        self.flusher = LakeFlusher(db, self._lake, on_committed=StreamMonitor(db))
         self.flusher.start()
         log.info("lake writer: flushing the intake into %s", self.root)
         return True

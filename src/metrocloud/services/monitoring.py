@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any, Final, Literal
 
 from sqlalchemy import func, select
@@ -43,12 +44,17 @@ from metrocloud.store.schema import certificates, events, instruments, intake_fl
 
 __all__ = [
     "ALERT_KINDS",
+    "DEFAULT_THRESHOLDS",
     "Alert",
     "DailyError",
     "Severity",
     "Thresholds",
     "detect",
+    "first_evidence",
     "in_service_mpe",
+    "is_counter_reset",
+    "max_gap",
+    "nominal_interval",
     "reference_errors",
     "theil_sen",
 ]
@@ -129,6 +135,36 @@ class DailyError:
     t: datetime
     error_percent: float
     reference_increment: float
+
+
+# -- definitions shared with streaming mode (services/streaming.py) ------------------------
+
+
+def nominal_interval(category: str) -> timedelta | None:
+    """The nominal reading interval of the interval registers of ``category``; None for
+    transaction registers (fuel dispensers, chargers: a reading per transaction)."""
+    return _INTERVALS.get(category)
+
+
+def max_gap(category: str, th: Thresholds = DEFAULT_THRESHOLDS) -> timedelta:
+    """The longest time between two readings of a register of ``category`` that is not a
+    ``gap``: ``gap_intervals`` nominal intervals for interval registers; transaction
+    registers (no nominal interval) have no gap."""
+    interval = _INTERVALS.get(category)
+    return interval * th.gap_intervals if interval else timedelta(days=3650)
+
+
+def is_counter_reset(previous_value: Any, value: Any, th: Thresholds = DEFAULT_THRESHOLDS) -> Any:
+    """Whether a regression from ``previous_value`` to ``value`` is a ``counter_reset`` (to
+    below ``reset_fraction`` of a positive previous value) rather than a ``reverse_flow``.
+    Elementwise on numpy arrays, so that both modes apply one definition."""
+    return (previous_value > 0) & (value <= th.reset_fraction * previous_value)
+
+
+def first_evidence(kind: str, row: Mapping[str, Any]) -> tuple[datetime, str]:
+    """The sort key that picks an alert's first counter anomaly among an instrument's
+    registers: its evidence time (a gap's start, a regression's reading), then the quantity."""
+    return (row["previous_t"] if kind == "gap" else row["t"]), row["quantity"]
 
 
 # -- small statistics ------------------------------------------------------------------------
@@ -297,19 +333,20 @@ def _counters(
     categories = sorted({i.category for i in reg.values()})
     for cat in categories:
         interval = _INTERVALS.get(cat)
-        max_gap = interval * th.gap_intervals if interval else timedelta(days=3650)
         found: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        for row in engine.counter_anomalies(start, end, category=cat, max_gap=max_gap).to_pylist():
+        for row in engine.counter_anomalies(
+            start, end, category=cat, max_gap=max_gap(cat, th)
+        ).to_pylist():
             if row["quantity"].endswith(REFERENCE_SUFFIX):
                 continue
             prev = row["previous_value"]
             kind = row["kind"]
             if kind == "regression":
-                reset = prev > 0 and row["value"] <= th.reset_fraction * prev
+                reset = bool(is_counter_reset(prev, row["value"], th))
                 kind = "counter_reset" if reset else "reverse_flow"
             found[(row["instrument"], kind)].append(row)
         for (ins, kind), rows in sorted(found.items()):
-            first = rows[0]
+            first = min(rows, key=partial(first_evidence, kind))
             evidence: dict[str, Any] = {"count": len(rows), "quantity": first["quantity"]}
             if kind == "gap":
                 longest = max(rows, key=lambda r: r["t"] - r["previous_t"])

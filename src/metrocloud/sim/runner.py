@@ -56,6 +56,7 @@ from metrocloud.services import parties as pty
 from metrocloud.services.common import Actor
 from metrocloud.services.measurements import submit_batches
 from metrocloud.services.node import Node
+from metrocloud.services.streaming import StreamMonitor
 from metrocloud.sim.generate import MeterState, device_key, initial_states, install, simulate_day
 from metrocloud.sim.labels import labels_table, write_labels
 from metrocloud.sim.plan import KINDS, FleetPlan, plan_fleet
@@ -486,7 +487,8 @@ def run_simulation(node: Node, config: SimConfig, *, progress: Progress | None =
             f"{plan.instruments[0].serial}); use another --seed or --data-dir"
         )
     lake = Lake.open(node.settings.lake_path(), create=True)  # Conflict: another writer
-    flusher = LakeFlusher(node.db, lake)
+    # streaming monitoring sees the simulated readings as a node's flusher hands them over
+    flusher = LakeFlusher(node.db, lake, on_committed=StreamMonitor(node.db))
     try:
         step("setup", 0, 1)
         reg = _parties(node, (p.profile for p in plan.instruments))

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -60,6 +61,9 @@ __all__ = [
     "parties",
     "party_encryption_keys",
     "quarantine",
+    "stream_alerts",
+    "stream_segments",
+    "stream_state",
 ]
 
 metadata = MetaData(
@@ -560,4 +564,48 @@ exchange_recipients = Table(
     Column("acknowledged_at", String(30), nullable=True),
     Column("receipt_leaf", BigInteger, nullable=True),  # its exchange.receipt statement
     Index("ix_exchange_recipients_recipient_id", "recipient_id", "message_id"),
+)
+
+
+# -- streaming monitoring (migration 0009; docs/monitoring.md, "Streaming") --
+
+stream_state = Table(
+    "stream_state",
+    metadata,
+    # per register: the newest reading the streaming monitor saw, so that the next segment
+    # continues from it (after a restart too); operational, rebuilt by replaying the lake
+    Column("instrument", ID, primary_key=True),
+    Column("quantity", String(64), primary_key=True),
+    Column("last_t", BigInteger, nullable=False),  # ms since the epoch, UTC
+    Column("last_value", Float(precision=53), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+stream_alerts = Table(
+    "stream_alerts",
+    metadata,
+    # one alert per (instrument, kind), raised as readings arrive; a repeat adds to it
+    Column("instrument", ID, primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("severity", String(12), nullable=False),
+    Column("at", String(30), nullable=False),  # first evidence (RFC 3339, UTC)
+    Column("last_at", String(30), nullable=False),  # newest evidence
+    Column("count", BigInteger, nullable=False),
+    Column("evidence", JSON, nullable=False),
+    Column("raised_at", String(30), nullable=False),  # when the node raised it
+    Column("updated_at", String(30), nullable=False),
+    Column("segment", String(200), nullable=False),  # the lake segment that raised it
+    sqlite_with_rowid=False,
+)
+
+stream_segments = Table(
+    "stream_segments",
+    metadata,
+    # the lake segments the streaming monitor has taken in: a segment written again after a
+    # crash is not counted twice
+    Column("segment", String(200), primary_key=True),
+    Column("readings", BigInteger, nullable=False),
+    Column("late", BigInteger, nullable=False),  # readings not newer than their register's
+    Column("alerts", Integer, nullable=False),  # alerts it raised or added to
+    Column("observed_at", String(30), nullable=False),
 )

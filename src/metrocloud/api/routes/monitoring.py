@@ -1,5 +1,6 @@
 """Condition monitoring and predictive maintenance: alerts and the re-verification plan of
-the instruments the caller may read (services/fleet.py; DuckDB over the node's lake)."""
+the instruments the caller may read (services/fleet.py; DuckDB over the node's lake), and
+the alerts streaming mode raised as readings arrived (services/streaming.py; no lake scan)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from metrocloud.api.deps import CurrentActor, GuardedRoute, NodeDep, guard
 from metrocloud.api.routes.instruments import READERS
 from metrocloud.api.schemas import Out, Page
 from metrocloud.services import fleet as svc
+from metrocloud.services import streaming
 
 router = APIRouter(route_class=GuardedRoute)
 
@@ -36,6 +38,25 @@ class AlertOut(Out):
     severity: Literal["info", "warning", "critical"]
     at: str = Field(description="first evidence (RFC 3339, UTC)")
     evidence: dict[str, Any] = Field(description="the numbers that justify the alert")
+
+
+class StreamAlertOut(Out):
+    instrument: str
+    kind: str = Field(description="counter_reset, reverse_flow, gap, seal_broken, tamper_detected")
+    severity: Literal["info", "warning", "critical"]
+    at: str = Field(description="first evidence (RFC 3339, UTC)")
+    last_at: str = Field(description="newest evidence (RFC 3339, UTC)")
+    count: int = Field(description="anomalies of this kind seen so far")
+    evidence: dict[str, Any] = Field(description="the numbers that justify the alert")
+    raised_at: str = Field(description="when the node raised it (RFC 3339, UTC)")
+    updated_at: str = Field(description="when a repeat last added to it (RFC 3339, UTC)")
+    segment: str = Field(description="the lake segment whose readings raised it")
+
+
+KindQ = Annotated[
+    Literal["counter_reset", "reverse_flow", "gap", "seal_broken", "tamper_detected"] | None,
+    Query(description="only this kind"),
+]
 
 
 class DriftEstimateOut(Out):
@@ -75,6 +96,31 @@ def alerts(
     )
     return Page[AlertOut](
         items=[AlertOut(**svc.alert_json(a)) for a in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get(
+    "/monitoring/stream-alerts",
+    response_model=Page[StreamAlertOut],
+    operation_id="list_stream_alerts",
+    tags=["monitoring"],
+    summary="Alerts raised as readings arrived, of the instruments the caller may read",
+)
+@guard(*READERS, action="read monitoring alerts")
+def stream_alerts(
+    node: NodeDep,
+    actor: CurrentActor,
+    instrument: InstrumentQ = None,
+    kind: KindQ = None,
+    limit: Limit = 1000,
+    cursor: Cursor = None,
+) -> Page[StreamAlertOut]:
+    page = streaming.party_stream_alerts(
+        node, actor, instrument=instrument, kind=kind, limit=limit, cursor=cursor
+    )
+    return Page[StreamAlertOut](
+        items=[StreamAlertOut(**streaming.stream_alert_json(a)) for a in page.items],
+        next_cursor=page.next_cursor,
     )
 
 
