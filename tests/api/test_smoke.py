@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import os
+
+import pytest
 from fastapi.testclient import TestClient
 
+from metrocloud.api.app import create_app
 from tests.conftest import World
 
 
@@ -58,3 +62,18 @@ def test_certificate_status_filter_uses_the_effective_status(
     assert new in ids("valid") and new not in ids("expired")
     r = client.get(f"/api/v1/certificates/{old}", headers=world.auth1.headers)
     assert r.json()["status"] == "expired"
+
+
+def test_fastapi_telemetry_is_off_unless_the_environment_configures_opentelemetry(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastAPI's native OpenTelemetry looks up providers on every request: off when no
+    OTEL_* variable is set, FastAPI's defaults (on) when one is."""
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    quiet = create_app(world.node)
+    assert not quiet._native_telemetry.enabled()
+    assert (quiet._telemetry["tracing"], quiet._telemetry["metrics"]) == (False, False)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "metrocloud-node")
+    configured = create_app(world.node)
+    assert (configured._telemetry["tracing"], configured._telemetry["metrics"]) == (True, True)

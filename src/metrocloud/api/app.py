@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -58,6 +60,18 @@ _ERRORS = {
 }
 
 
+def _telemetry_options() -> dict[str, Any]:
+    """FastAPI's native OpenTelemetry (FastAPI >= 0.16x) looks up the global providers on
+    every request, a few percent of a small request's time. A node whose environment
+    configures no OpenTelemetry (no ``OTEL_*`` variable, docs/operations.md) switches it
+    off; with one, FastAPI's defaults apply."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    if any(name.startswith("OTEL_") for name in os.environ):
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+
+
 class NodeApp(FastAPI):
     """The node's FastAPI application, with the AAS fast lane (if any) in front of the
     whole middleware stack: the lane's answers skip the error, telemetry and body-limit
@@ -96,6 +110,7 @@ def create_app(node: Node, *, fast_lane: bool = True, background: bool = False) 
                 measurements.stop_lake(node)
 
     app = NodeApp(
+        **_telemetry_options(),
         lifespan=lifespan,
         title="metrocloud node API",
         version=__version__,
