@@ -26,7 +26,8 @@ LABEL_TO_ALERT: Final[Mapping[str, tuple[str, ...]]] = {
     "reverse_flow": ("reverse_flow",),
     "seal_broken": ("seal_broken", "tamper_detected"),
     "unapproved_software": ("unapproved_software",),
-    "under_registration": ("under_registration",),
+    # without a reference meter, under-registration shows only as a step against the peers
+    "under_registration": ("under_registration", "peer_deviation"),
 }
 
 

@@ -16,7 +16,9 @@ Detectors (alert ``kind``, severity):
 - metrology: ``drift`` (warning beyond ``drift_fraction`` of the in-service MPE, critical
   beyond it; from reference readings, Theil-Sen), ``under_registration`` (critical; a step in
   the daily error against the reference), ``stuck_register`` (critical; a flat register for
-  longer than the category's peers ever are);
+  longer than the category's peers ever are), ``peer_deviation`` (warning / critical by size;
+  no reference meter: a persistent step of consumption against the category's peers,
+  services/_peer_deviation.py);
 - security: ``seal_broken`` and ``tamper_detected`` (critical; life-cycle events),
   ``unapproved_software`` (critical; intake flags and quarantine).
 """
@@ -39,6 +41,7 @@ from metrocloud.domain.categories import InstrumentCategory
 from metrocloud.domain.errors import InvalidInput
 from metrocloud.domain.mpe import Line, MpeRule, Zone, in_service_factor, mpe
 from metrocloud.lake.engine import REFERENCE_SUFFIX, Bound, LakeEngine, time_bounds
+from metrocloud.services._peer_deviation import PeerThresholds, peer_deviation_steps
 from metrocloud.services.node import Node
 from metrocloud.store.schema import certificates, events, instruments, intake_flags, quarantine
 
@@ -70,6 +73,7 @@ ALERT_KINDS: Final = (
     "drift",
     "under_registration",
     "stuck_register",
+    "peer_deviation",
     "seal_broken",
     "tamper_detected",
     "unapproved_software",
@@ -122,6 +126,8 @@ class Thresholds:
     stuck_readings: int = 3
     #: stuck (against the reference): the daily error stays at or below this after a step
     stuck_error_percent: float = -90.0
+    #: peer deviation (instruments without a reference meter)
+    peer: PeerThresholds = field(default_factory=PeerThresholds)
 
 
 DEFAULT_THRESHOLDS: Final = Thresholds()
@@ -583,6 +589,9 @@ def detect(
     alerts += _clock(engine, reg, lo, hi, thresholds)
     alerts += _stuck(engine, reg, lo, hi, thresholds)
     alerts += _metrology(node, engine, reg, lo, hi, thresholds)
+    cats = {i.category for i in reg.values()}
+    for s in peer_deviation_steps(engine, cats, lo, hi, registered=reg, th=thresholds.peer):
+        alerts.append(Alert(s.instrument, "peer_deviation", s.severity, s.at, s.evidence()))
     # one alert per instrument and kind: the first evidence
     first: dict[tuple[str, str], Alert] = {}
     for a in alerts:
