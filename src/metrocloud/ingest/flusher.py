@@ -119,7 +119,10 @@ class LakeFlusher:
     ) -> None:
         """``on_committed(segment, table)`` is called with each segment's id and readings
         once the lake committed it, before its wire rows go: a crash after the lake commit
-        calls it again with the same id (an observer must be idempotent per id). It must
+        calls it again with the same id (an observer must be idempotent per id). It runs on
+        the flusher's critical path, in commit order: an observer that has real work to do
+        records the id durably there and does the work elsewhere (the node's streaming
+        monitor queues it and observes it in a thread of its own: docs/monitoring.md). It must
         not fail the flush: an exception is logged and counted (``hook_failures``), and
         the readings stay in the lake, written once."""
         self.db = db

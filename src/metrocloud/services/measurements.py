@@ -28,7 +28,7 @@ from metrocloud.ingest.ocmf import OcmfImport, import_values
 from metrocloud.lake import Lake
 from metrocloud.services.common import Actor, require_role
 from metrocloud.services.node import Node
-from metrocloud.services.streaming import StreamMonitor
+from metrocloud.services.streaming import StreamMonitor, StreamWorker
 from metrocloud.store.database import Database
 
 __all__ = [
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: who may forward devices' batches over HTTP (head-end systems)
 SENDERS = (PartyRole.MANUFACTURER, PartyRole.OPERATOR)
+#: how long a stopping node lets the streaming monitor catch up (the rest stays queued)
+_MONITOR_DRAIN_S = 10.0
 
 _intakes: dict[int, Intake] = {}
 _lakes: dict[int, LakeService] = {}
@@ -123,7 +125,12 @@ def flush_lake(node: Node) -> int | None:
     s = node.settings
     db = Database(s.database_url(), schema=s.db_schema, durable=True)
     try:
-        return LakeFlusher(db, lake, on_committed=StreamMonitor(db)).flush_all()
+        monitor = StreamWorker(StreamMonitor(db, priority=False), lake)
+        flushed = LakeFlusher(db, lake, on_committed=monitor.enqueue).flush_all()
+        # what is due now, in this process; a segment waiting for a retry stays queued
+        # for the node's monitor (docs/monitoring.md, "Streaming")
+        monitor.run_pending()
+        return flushed
     finally:
         db.dispose()
         lake.close()
@@ -136,6 +143,8 @@ class LakeService:
         self.node = node
         self.root = node.settings.lake_path()
         self.flusher: LakeFlusher | None = None
+        #: streaming monitoring, in its own thread (set with the flusher)
+        self.monitor: StreamWorker | None = None
         self._lake: Lake | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -165,8 +174,12 @@ class LakeService:
         # right after a lake write must not lose the plan (and write the segment twice)
         s = self.node.settings
         db = Database(s.database_url(), schema=s.db_schema, durable=True)
-        # streaming monitoring sees each segment as it is committed (docs/monitoring.md)
-        self.flusher = LakeFlusher(db, self._lake, on_committed=StreamMonitor(db))
+        # streaming monitoring: the flusher's hook only queues each committed segment; the
+        # monitor's thread takes them in commit order, first what a previous run left
+        # (docs/monitoring.md, "Streaming")
+        self.monitor = StreamWorker(StreamMonitor(db, priority=False), self._lake)
+        self.monitor.start()
+        self.flusher = LakeFlusher(db, self._lake, on_committed=self.monitor.enqueue)
         self.flusher.start()
         log.info("lake writer: flushing the intake into %s", self.root)
         return True
@@ -178,6 +191,8 @@ class LakeService:
         if self.flusher is not None:
             with contextlib.suppress(Exception):  # left in the intake log: flushed next start
                 self.flusher.stop()
+            if self.monitor is not None:  # what it cannot take in now stays queued
+                self.monitor.stop(drain=True, timeout_s=_MONITOR_DRAIN_S)
             self.flusher.db.dispose()
         if self._lake is not None:
             self._lake.close()

@@ -1,8 +1,11 @@
 """Fleet monitoring in streaming mode: alerts raised as readings arrive, without a scan of
 the lake.
 
-The lake flusher hands each segment it commits to :meth:`StreamMonitor.observe` (its
-``on_committed`` hook, wired where the node builds the flusher). The monitor compares the
+The lake flusher hands each segment it commits to its ``on_committed`` hook; in the node
+that is :meth:`StreamWorker.enqueue`, which only queues the segment (``stream_queue``) and
+leaves the work to a thread of its own that calls :meth:`StreamMonitor.observe` in commit
+order, retries a segment that fails and catches up after a restart
+(:mod:`metrocloud.services._streaming_worker`). The monitor compares the
 segment's readings with each register's newest earlier reading, kept in ``stream_state``,
 and raises or adds to one alert per (instrument, kind) in ``stream_alerts``: the state,
 the alerts and the segment's id are written in one transaction, so a restart continues
@@ -47,6 +50,8 @@ from metrocloud.services._streaming_compute import (
     registers,
     step,
 )
+from metrocloud.services._streaming_lake import SegmentUnavailable
+from metrocloud.services._streaming_queue import Queued, drop_queued, poisoned_rows, queue_counts
 from metrocloud.services._streaming_store import (
     AlertRow,
     iso_ms,
@@ -59,6 +64,7 @@ from metrocloud.services._streaming_store import (
     segment_seen,
     select_alerts,
 )
+from metrocloud.services._streaming_worker import Retry, StreamStats, StreamWorker
 from metrocloud.services.common import (
     Actor,
     Page,
@@ -82,11 +88,18 @@ from metrocloud.store.schema import instruments, stream_alerts
 __all__ = [
     "STREAM_KINDS",
     "Observed",
+    "Queued",
+    "Retry",
+    "SegmentUnavailable",
     "StreamAlert",
+    "StreamBacklog",
     "StreamMonitor",
+    "StreamStats",
+    "StreamWorker",
     "list_stream_alerts",
     "party_stream_alerts",
     "stream_alert_json",
+    "stream_backlog",
 ]
 
 log = logging.getLogger(__name__)
@@ -184,9 +197,11 @@ def _merge(old: AlertRow | None, f: Finding, segment: str, now: str) -> AlertRow
 class StreamMonitor:
     """Observes the lake's segments in commit order (see the module docstring).
 
-    One monitor per lake writer: the flusher calls :meth:`observe` from one thread, and the
-    lake's writer lock keeps any other process from writing segments meanwhile, so the
-    state read before a segment's transaction is still the state when it commits.
+    One monitor per lake writer: one thread calls :meth:`observe` (the flusher's, or the
+    :class:`StreamWorker`'s), and the lake's writer lock keeps any other process from
+    writing segments meanwhile, so the state read before a segment's transaction is still
+    the state when it commits. The transaction also deletes the segment's ``stream_queue``
+    row, if any: taken in and no longer owed are one fact.
     ``on_alert`` is called with each newly raised alert after its transaction committed
     (a failure there is logged, the alert stays raised)."""
 
@@ -197,8 +212,12 @@ class StreamMonitor:
         thresholds: Thresholds = DEFAULT_THRESHOLDS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_alert: Callable[[StreamAlert], object] | None = None,
+        priority: bool = True,
     ) -> None:
         self.db = db
+        #: its write transactions go before the intake's (:func:`write_turn`): True when it
+        #: runs inside the flusher's commit, False in its own thread (:class:`StreamWorker`)
+        self.priority = priority
         self.thresholds = thresholds
         self.clock = clock
         self.on_alert = on_alert
@@ -228,7 +247,7 @@ class StreamMonitor:
         now = iso_ms(round(self.clock().timestamp() * 1000))
         raised: list[StreamAlert] = []
         updated = 0
-        with write_turn(self.db, priority=True), self.db.write() as conn, TURNS.writing():
+        with write_turn(self.db, priority=self.priority), self.db.write() as conn, TURNS.writing():
             if segment_seen(conn, segment):  # pragma: no cover - one writer per lake
                 return Observed(segment=segment, readings=table.num_rows, repeated=True)
             rows = load_alerts(conn, ((f.instrument, f.kind) for f in findings))
@@ -252,6 +271,7 @@ class StreamMonitor:
                 alerts=len(findings),
                 at=now,
             )
+            drop_queued(conn, segment)  # taken in: no longer owed (StreamWorker's queue)
         self.segments_observed += 1
         self.readings_observed += table.num_rows
         for a in raised:
@@ -267,6 +287,28 @@ class StreamMonitor:
             registers=len(keys),
             raised=tuple(raised),
             updated=updated,
+        )
+
+
+# -- the queue ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamBacklog:
+    """What the monitor still owes: segments committed and not taken in, and the poisoned
+    ones (failed their last try; kept with their error, not tried again)."""
+
+    queued: int
+    queued_readings: int
+    poisoned: tuple[Queued, ...] = ()
+
+
+def stream_backlog(node: Node) -> StreamBacklog:
+    """The node's streaming backlog (its operator's view: segment ids and errors)."""
+    with node.db.read() as conn:
+        queued, readings, _ = queue_counts(conn)
+        return StreamBacklog(
+            queued=queued, queued_readings=readings, poisoned=tuple(poisoned_rows(conn))
         )
 
 

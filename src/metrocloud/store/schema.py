@@ -62,6 +62,7 @@ __all__ = [
     "party_encryption_keys",
     "quarantine",
     "stream_alerts",
+    "stream_queue",
     "stream_segments",
     "stream_state",
 ]
@@ -608,4 +609,22 @@ stream_segments = Table(
     Column("late", BigInteger, nullable=False),  # readings not newer than their register's
     Column("alerts", Integer, nullable=False),  # alerts it raised or added to
     Column("observed_at", String(30), nullable=False),
+)
+
+stream_queue = Table(
+    "stream_queue",
+    metadata,
+    # the lake segments committed and not yet taken in by the streaming monitor (migration
+    # 0010), in commit order: the flusher's hook adds a row before it drops the segment's
+    # wire rows, the monitor deletes it in the transaction that takes the segment in; a
+    # segment that failed ``attempts`` times waits until ``next_try_at``, a poisoned one
+    # (``poisoned_at``) is no longer tried
+    Column("position", _AUTO_ID, primary_key=True, autoincrement=True),
+    Column("segment", String(200), nullable=False, unique=True),
+    Column("committed_at", String(30), nullable=False),
+    Column("readings", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_try_at", String(30), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("poisoned_at", String(30), nullable=True),
 )

@@ -20,6 +20,7 @@ from metrocloud.formats.transparenz import MAX_BYTES
 from metrocloud.ingest import REASONS
 from metrocloud.services import measurements as svc
 from metrocloud.services.node import Node
+from metrocloud.services.streaming import StreamStats
 
 router = APIRouter(route_class=GuardedRoute)
 metrics_router = APIRouter()
@@ -183,7 +184,53 @@ class _IntakeCollector(Collector):
         )
         flushed.add_metric([worker], flusher.readings_flushed if flusher else 0)
         yield flushed
+        yield from _stream_metrics(lake, worker)
         yield from _mqtt_metrics(self.node, worker)
+
+
+def _stream_metrics(lake: svc.LakeService | None, worker: str) -> Iterator[Any]:
+    """The streaming monitor, in the lake writer (zeros in the other workers)."""
+    flusher = lake.flusher if lake is not None else None
+    monitor = lake.monitor if lake is not None else None
+    s = monitor.stats() if monitor is not None else StreamStats()
+    counters: tuple[tuple[str, str, float], ...] = (
+        (
+            "lake_hook_failures",
+            "Committed segments whose on_committed hook failed",
+            flusher.hook_failures if flusher else 0,
+        ),
+        (
+            "stream_segments_observed",
+            "Lake segments the streaming monitor took in",
+            s.segments_observed,
+        ),
+        ("stream_readings_observed", "Readings the streaming monitor took in", s.readings_observed),
+        ("stream_failures", "Failed tries of the streaming monitor (each retry)", s.failures),
+        ("stream_segments_reread", "Segments the monitor read back from the lake", s.reread),
+    )
+    for name, help_text, value in counters:
+        c = CounterMetricFamily(f"metrocloud_{name}", help_text, labels=["worker"])
+        c.add_metric([worker], value)
+        yield c
+    gauges: tuple[tuple[str, str, float], ...] = (
+        (
+            "stream_backlog_segments",
+            "Lake segments committed, not yet taken in by the streaming monitor (not poisoned)",
+            s.backlog,
+        ),
+        ("stream_backlog_readings", "Readings of those segments", s.backlog_readings),
+        (
+            "stream_poisoned_segments",
+            "Segments the streaming monitor gave up on after their last try",
+            s.poisoned,
+        ),
+        ("stream_buffered_readings", "Readings held in memory to observe", s.buffered_readings),
+        ("stream_lag_seconds", "Commit to observation of the last segment taken in", s.lag_s),
+    )
+    for name, help_text, value in gauges:
+        g = GaugeMetricFamily(f"metrocloud_{name}", help_text, labels=["worker"])
+        g.add_metric([worker], value)
+        yield g
 
 
 def _mqtt_metrics(node: Node, worker: str) -> Iterator[Any]:
