@@ -25,22 +25,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError, OperationalError
-
-from metrocloud.domain.errors import InvalidInput, MetrocloudError, NotFound
+from metrocloud.domain.errors import InvalidInput, NotFound
 from metrocloud.grid.client import GridClient, HttpTransport, Transport
 from metrocloud.grid.delivery import Worker, deliver_due
-from metrocloud.grid.errors import NodeUnauthenticated, PeerUnavailable
-from metrocloud.grid.inbox import already_applied, remember_message
+from metrocloud.grid.errors import NodeUnauthenticated
 from metrocloud.grid.nonces import remember_nonce
 from metrocloud.grid.outbox import prune_delivered
 from metrocloud.grid.peers import Peer, peer, peers, self_node
 from metrocloud.grid.signing import verify_request
 from metrocloud.grid.traffic import Exchange, prune_traffic, record_traffic
 from metrocloud.grid.witness import prune_heads
+from metrocloud.services._federation_receiving import MessageHandler, receive
 from metrocloud.services.node import Node
-from metrocloud.store.database import StorageUnavailable
 from metrocloud.trust.statements import utc_timestamp
 
 __all__ = [
@@ -62,19 +58,12 @@ __all__ = [
 
 log = logging.getLogger("metrocloud.grid")
 
-#: ``handler(node, conn, sender, payload) -> result``: runs in the transaction that records
-#: the message as applied; raise to refuse it (NotFound: "retry later")
-MessageHandler = Callable[[Node, Connection, Peer, Mapping[str, Any]], Mapping[str, Any] | None]
 #: ``handler(node, sender, args) -> answer`` (JSON-serializable)
 QueryHandler = Callable[[Node, Peer, Mapping[str, Any]], Mapping[str, Any]]
 
 _MESSAGES: dict[str, MessageHandler] = {}
 _QUERIES: dict[str, QueryHandler] = {}
-_MESSAGE_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 _KIND = re.compile(r"^[a-z][a-z0-9_.-]{0,39}$")
-MAX_MESSAGES = 1000
-#: a message refused for one of these may be applied later: retry it
-_RETRY = (NotFound, PeerUnavailable, StorageUnavailable, OperationalError)
 
 
 def on_message(kind: str, handler: MessageHandler) -> None:
@@ -137,68 +126,9 @@ def authenticate_node(
     return found[claims.sender]
 
 
-def _outcome(mid: str, status: str, detail: str | None = None, **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"message_id": mid, "status": status}
-    if detail is not None:
-        out["detail"] = detail
-    out.update(extra)
-    return out
-
-
 def receive_messages(node: Node, sender: Peer, body: Any) -> dict[str, Any]:
-    """Apply ``sender``'s messages in order, each once; stop at the first not applied."""
-    messages = body.get("messages") if isinstance(body, dict) else None
-    if not isinstance(messages, list) or not 1 <= len(messages) <= MAX_MESSAGES:
-        raise InvalidInput(
-            f"a message delivery is {{'messages': [1 to {MAX_MESSAGES} messages]}}",
-            rule="docs/grid.md#outbox",
-        )
-    results: list[dict[str, Any]] = []
-    for m in messages:
-        mid, kind = (m.get("message_id"), m.get("kind")) if isinstance(m, dict) else (None, None)
-        payload = m.get("payload") if isinstance(m, dict) else None
-        if not isinstance(mid, str) or not _MESSAGE_ID.match(mid) or not isinstance(payload, dict):
-            results.append(_outcome(str(mid)[:64], "refused", "malformed message"))
-            break
-        handler = _MESSAGES.get(str(kind))
-        if handler is None:
-            results.append(_outcome(mid, "refused", f"this node handles no messages of {kind!r}"))
-            break
-        try:
-            with node.db.write() as conn:
-                prior = already_applied(conn, sender.node_id, mid)
-                if prior is None:
-                    result = dict(handler(node, conn, sender, payload) or {})
-                    remember_message(
-                        conn,
-                        sender.node_id,
-                        mid,
-                        kind=str(kind),
-                        response=result,
-                        at=node.timestamp(),
-                    )
-        except IntegrityError as exc:
-            # applied meanwhile by a concurrent delivery of the same message, or a record
-            # that collides with one this node holds (for good: set it aside)
-            with node.db.read() as conn:
-                prior = already_applied(conn, sender.node_id, mid)
-            if prior is not None:
-                results.append(_outcome(mid, "duplicate", result=prior))
-                continue
-            results.append(_outcome(mid, "refused", f"collides with a record here: {exc.orig}"))
-            break
-        except _RETRY as exc:
-            results.append(_outcome(mid, "retry", f"{type(exc).__name__}: {exc}"))
-            break
-        except MetrocloudError as exc:
-            log.warning("grid: refused message %s (%s) of %s: %s", mid, kind, sender.node_id, exc)
-            results.append(_outcome(mid, "refused", str(exc)))
-            break
-        if prior is not None:
-            results.append(_outcome(mid, "duplicate", result=prior))
-        else:
-            results.append(_outcome(mid, "applied", result=result))
-    return {"results": results}
+    """Apply ``sender``'s messages in order, each once (:mod:`._federation_receiving`)."""
+    return receive(node, sender, body, _MESSAGES)
 
 
 def record_incoming(

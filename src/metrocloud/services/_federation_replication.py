@@ -11,35 +11,53 @@ transaction that appends the statements): one outbox message per commit and peer
 ``grid.replicate``, carrying each statement's signed envelope exactly as it stands in this
 node's log, preceded by the party admissions it needs on the other side (the issuing
 notified body and the holder of a certificate, the authority behind an alert), so a message
-never depends on another origin's queue.
+never depends on another origin's queue. A change of a certificate's status carries no
+admissions: its certificate's issue went before it, with them, in the same peer's queue.
 
 **How it lands** (:func:`apply_replication`): each envelope not seen before becomes a
 ``grid.replicated`` statement in the receiver's own log; its projector checks the origin's
 signature against the origin's admitted key and that the origin replicates only its own
 records (:mod:`metrocloud.store._grid`), so ``metrocloud audit`` re-checks all of it.
+
+**Many at once** (:data:`BATCH`, used by :mod:`._federation_receiving`): a delivery's run of
+``grid.replicate`` messages is *prepared* first, outside the write transaction
+(:func:`prepare_replications`: each new envelope parsed, its origin an admitted peer, its
+signature verified under the origin's key; a message failing that is refused on its own,
+with the reason), then applied in one commit (:func:`apply_prepared`): one log append, one
+tree head, bulk look-ups of what was applied before. The projector still checks every
+statement in that commit, as it does one by one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
-from metrocloud.domain.errors import InvalidInput
+from metrocloud.domain.errors import InvalidInput, MetrocloudError, VerificationError
+from metrocloud.grid.inbox import Refusal
 from metrocloud.grid.outbox import enqueue
 from metrocloud.store._grid import REPLICATED_PARTY_ROLES, inner_digest
-from metrocloud.store.schema import certificates, grid_nodes, grid_replicated, parties
+from metrocloud.store.schema import grid_nodes, grid_replicated, parties
+from metrocloud.trust.canonical import canonical_json
+from metrocloud.trust.keys import PublicKey
 from metrocloud.trust.statements import SignedStatement
 
 if TYPE_CHECKING:
+    from metrocloud.grid.peers import Peer
     from metrocloud.services.node import Node
 
 __all__ = [
     "REPLICATE_KIND",
+    "PreparedReplication",
+    "apply_prepared",
     "apply_replication",
     "backfill",
+    "prepare_replications",
     "queue_replication",
     "replicable",
 ]
@@ -69,14 +87,15 @@ def replicable(kind: str, body: Mapping[str, Any]) -> bool:
     return True
 
 
+#: built once: every commit asks it, and a statement built anew each time costs more than
+#: the query (SQLAlchemy memoizes a statement object's cache key)
+_PEERS = select(grid_nodes.c.node_id).where(
+    grid_nodes.c.is_self.is_(False), grid_nodes.c.removed_leaf.is_(None)
+)
+
+
 def _peer_ids(conn: Connection) -> list[str]:
-    return list(
-        conn.execute(
-            select(grid_nodes.c.node_id).where(
-                grid_nodes.c.is_self.is_(False), grid_nodes.c.removed_leaf.is_(None)
-            )
-        ).scalars()
-    )
+    return list(conn.execute(_PEERS).scalars())
 
 
 def _party_item(conn: Connection, node: Node, party_id: str) -> dict[str, Any] | None:
@@ -93,18 +112,15 @@ def _party_item(conn: Connection, node: Node, party_id: str) -> dict[str, Any] |
     return {"origin": node.node_id, "statement": envelope}
 
 
-def _needs(conn: Connection, kind: str, body: Mapping[str, Any], signer: str) -> list[str]:
-    """The parties a statement needs on the receiving node, in the order to apply them."""
+def _needs(kind: str, body: Mapping[str, Any], signer: str) -> list[str]:
+    """The parties a statement needs on the receiving node, in the order to apply them.
+
+    A status change of a certificate needs none: it can only apply where the certificate's
+    issue applied, and the issue, with both parties, went to the same peer before it
+    (per-peer FIFO; a new peer's backfill runs in log order)."""
     if kind == "certificate.issued":
         c = body["certificate"]
         return [c["notified_body_id"], c["holder_id"]]
-    if kind in _CERTIFICATE_KINDS:
-        row = conn.execute(
-            select(certificates.c.notified_body_id, certificates.c.holder_id).where(
-                certificates.c.id == body["certificate_id"]
-            )
-        ).first()
-        return [row.notified_body_id, row.holder_id] if row is not None else []
     if kind in ("alert.raised", "instrument.event"):
         return [signer]
     return []
@@ -117,7 +133,7 @@ def _items(
     seen: set[str] = set()
     for env in envelopes:
         p = env["payload"]
-        for party_id in _needs(conn, p["kind"], p["body"], p["signer"]):
+        for party_id in _needs(p["kind"], p["body"], p["signer"]):
             dep = _party_item(conn, node, party_id)
             if dep is not None and inner_digest(dep["statement"]) not in seen:
                 seen.add(inner_digest(dep["statement"]))
@@ -179,6 +195,21 @@ def backfill(conn: Connection, node: Node, peer_id: str) -> int:
     return total
 
 
+def _applied_before(conn: Connection, digests: Iterable[str]) -> set[str]:
+    """Those of ``digests`` applied here before (bulk, in chunks of the IN list)."""
+    wanted = list(dict.fromkeys(digests))
+    found: set[str] = set()
+    for start in range(0, len(wanted), _LOOKUP_CHUNK):
+        found.update(
+            conn.execute(
+                select(grid_replicated.c.digest).where(
+                    grid_replicated.c.digest.in_(wanted[start : start + _LOOKUP_CHUNK])
+                )
+            ).scalars()
+        )
+    return found
+
+
 def apply_replication(conn: Connection, node: Node, payload: Mapping[str, Any]) -> dict[str, int]:
     """Apply the items of a ``grid.replicate`` message not applied before, in one commit."""
     items = payload.get("items")
@@ -199,13 +230,146 @@ def apply_replication(conn: Connection, node: Node, payload: Mapping[str, Any]) 
             skipped += 1
             continue
         seen.add(digest)
-        statements.append(
-            node.statement(
-                kind="grid.replicated",
-                signer=node.node_id,
-                body={"origin": origin, "statement": envelope},
-            )
-        )
+        statements.append(_replicated(node, origin, envelope))
     if statements:
         node.commit(conn, statements)
     return {"applied": len(statements), "skipped": skipped}
+
+
+def _replicated(node: Node, origin: str, envelope: Mapping[str, Any]) -> Any:
+    return node.statement(
+        kind="grid.replicated", signer=node.node_id, body={"origin": origin, "statement": envelope}
+    )
+
+
+# -- many at once ---------------------------------------------------------------------------
+
+_LOOKUP_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    origin: str
+    statement: Mapping[str, Any]
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedReplication:
+    """A ``grid.replicate`` message whose new envelopes all verified: what
+    :func:`apply_prepared` applies (items of this node itself are counted, not applied)."""
+
+    items: tuple[_Item, ...]
+    own: int
+
+
+def _parse_items(payload: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any], bytes]] | str:
+    items = payload.get("items")
+    if not isinstance(items, list):
+        return "a grid.replicate message carries a list of items"
+    out: list[tuple[str, Mapping[str, Any], bytes]] = []
+    for n, item in enumerate(items):
+        origin = item.get("origin") if isinstance(item, dict) else None
+        env = item.get("statement") if isinstance(item, dict) else None
+        if not isinstance(origin, str) or not isinstance(env, dict):
+            return f"item {n}: not {{origin: node id, statement: signed envelope}}"
+        try:
+            raw = canonical_json(env)
+        except (MetrocloudError, ValueError, TypeError) as exc:
+            return f"item {n}: the statement is no canonical JSON value: {exc}"
+        out.append((origin, env, raw))
+    return out
+
+
+class _Origins:
+    """The admitted nodes' keys, as this node holds them (one read per delivery)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.rows = {r.node_id: r for r in conn.execute(select(grid_nodes))}
+        self.keys: dict[str, PublicKey] = {}
+
+    def check(self, origin: str, raw: bytes) -> str | None:
+        """Why the envelope ``raw`` of ``origin`` does not hold here (None: it does)."""
+        row = self.rows.get(origin)
+        if row is None or row.is_self or row.removed_leaf is not None:
+            state = "unknown" if row is None else "this node" if row.is_self else "removed"
+            return f"origin {origin} is {state} here; only admitted peers replicate to this node"
+        try:
+            inner = SignedStatement.from_bytes(raw)
+            # (1): signed by the origin's admitted key, (2): that signature holds
+            if not inner.signed_by(row.key_id):
+                raise VerificationError(f"not signed by the key of its origin {origin}")
+            key = self.keys.get(origin) or PublicKey.from_spki_b64(row.public_key)
+            self.keys[origin] = key
+            inner.verify(lambda kid: _origin_key(kid, key, origin))
+        except VerificationError as exc:
+            return f"statement of {origin}: {exc}"
+        return None
+
+
+def _origin_key(key_id: str, key: PublicKey, origin: str) -> PublicKey:
+    if key_id != key.key_id:
+        raise VerificationError(
+            f"signature by key {key_id[:16]}..., which is not the key of its origin {origin}"
+        )
+    return key
+
+
+def prepare_replications(
+    node: Node, sender: Peer, payloads: Sequence[Mapping[str, Any]]
+) -> list[PreparedReplication | Refusal]:
+    """Check the envelopes of ``payloads`` that are new here (outside any write
+    transaction): per payload, what :func:`apply_prepared` takes, or why it is refused."""
+    parsed = [_parse_items(p) for p in payloads]
+    digests = {
+        i: [hashlib.sha256(raw).hexdigest() for _, _, raw in items]
+        for i, items in enumerate(parsed)
+        if not isinstance(items, str)
+    }
+    with node.db.read() as conn:
+        before = _applied_before(conn, (d for ds in digests.values() for d in ds))
+        origins = _Origins(conn)
+    verified: set[str] = set(before)
+    out: list[PreparedReplication | Refusal] = []
+    for i, items in enumerate(parsed):
+        if isinstance(items, str):
+            out.append(Refusal(items))
+            continue
+        chosen: list[_Item] = []
+        own = 0
+        refusal = None
+        for n, ((origin, env, raw), digest) in enumerate(zip(items, digests[i], strict=True)):
+            if origin == node.node_id:
+                own += 1
+                continue
+            if digest not in verified:
+                reason = origins.check(origin, raw)
+                if reason is not None:
+                    refusal = Refusal(f"item {n}: {reason}")
+                    break
+                verified.add(digest)
+            chosen.append(_Item(origin, env, digest))
+        out.append(refusal or PreparedReplication(items=tuple(chosen), own=own))
+    return out
+
+
+def apply_prepared(
+    conn: Connection, node: Node, prepared: Sequence[PreparedReplication]
+) -> list[dict[str, int]]:
+    """Apply ``prepared`` messages in order in one commit (the caller's transaction); per
+    message, what it applied and skipped (as :func:`apply_replication` answers)."""
+    seen = _applied_before(conn, (it.digest for p in prepared for it in p.items))
+    statements = []
+    answers = []
+    for p in prepared:
+        applied = 0
+        for it in p.items:
+            if it.digest in seen:
+                continue
+            seen.add(it.digest)
+            statements.append(_replicated(node, it.origin, it.statement))
+            applied += 1
+        answers.append({"applied": applied, "skipped": p.own + len(p.items) - applied})
+    if statements:
+        node.commit(conn, statements)
+    return answers

@@ -44,10 +44,14 @@ from metrocloud.services._federation_core import (
     take_grid_lock,
 )
 from metrocloud.services._federation_core import start_grid as _start_grid
+from metrocloud.services._federation_receiving import BatchHandler, on_message_batch
 from metrocloud.services._federation_replication import (
     REPLICATE_KIND,
+    PreparedReplication,
+    apply_prepared,
     apply_replication,
     backfill,
+    prepare_replications,
 )
 from metrocloud.services.common import Actor, require_role
 from metrocloud.services.node import Node
@@ -95,7 +99,19 @@ def _replicate(
     return apply_replication(conn, node, payload)
 
 
+def _weight(prepared: Any) -> int:
+    return len(prepared.items) if isinstance(prepared, PreparedReplication) else 1
+
+
 on_message(REPLICATE_KIND, _replicate)
+on_message_batch(
+    REPLICATE_KIND,
+    BatchHandler(
+        prepare=prepare_replications,
+        apply=lambda node, conn, sender, prepared: apply_prepared(conn, node, prepared),
+        weight=_weight,
+    ),
+)
 
 
 def _peer_out(p: Peer) -> dict[str, Any]:
