@@ -124,6 +124,10 @@ def _master(ctx: typer.Context, engine: EngineChoice, spark_master: str | None) 
     return spark_master if source is not None and source.name == "COMMANDLINE" else None
 
 
+#: how the alert tables colour a severity (batch and streaming alike)
+_SEVERITY_COLOUR = {"critical": "red", "warning": "yellow", "info": "cyan"}
+
+
 @contextmanager
 def _engine(
     ctx: typer.Context,
@@ -183,13 +187,12 @@ def monitor_run(
     table = Table(title=f"{len(alerts)} alert(s) ({engine.value})")
     for col in ("instrument", "kind", "severity", "first evidence (UTC)", "evidence"):
         table.add_column(col, overflow="fold")
-    colour = {"critical": "red", "warning": "yellow", "info": "cyan"}
     for a in alerts:
         wire = alert_json(a)
         table.add_row(
             a.instrument,
             a.kind,
-            f"[{colour[a.severity]}]{a.severity}[/]",
+            f"[{_SEVERITY_COLOUR[a.severity]}]{a.severity}[/]",
             wire["at"],
             escape(_evidence(wire["evidence"])),
         )
@@ -230,13 +233,12 @@ def monitor_alerts(
     table = Table(title=f"{len(alerts)} streaming alert(s)")
     for col in ("instrument", "kind", "severity", "first evidence (UTC)", "count", "evidence"):
         table.add_column(col, overflow="fold")
-    colour = {"critical": "red", "warning": "yellow", "info": "cyan"}
     for a in alerts:
         wire = stream_alert_json(a)
         table.add_row(
             a.instrument,
             a.kind,
-            f"[{colour[a.severity]}]{a.severity}[/]",
+            f"[{_SEVERITY_COLOUR[a.severity]}]{a.severity}[/]",
             wire["at"],
             str(a.count),
             escape(_evidence({k: v for k, v in wire["evidence"].items() if k != "count"})),
