@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import uuid
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 from functools import cache
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 
 PG_URL = os.environ.get(
     "METROCLOUD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -53,4 +54,103 @@ def fresh_schema() -> Iterator[str]:
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+#: schemas at the newest revision whose rows were emptied after a test, ready for the next
+#: (this process's: each xdist worker has its own)
+_pool: list[str] = []
+#: the rows the migrations themselves write (e.g. the ledger's state row), by table
+_seed: dict[str, list[tuple[object, ...]]] = {}
+#: the tables of a schema at the newest revision
+_tables: list[str] = []
+
+
+def _migrated_schema(admin: Engine) -> str:
+    """A new schema brought to the newest revision by the product's own migrations."""
+    from metrocloud.store.database import Database
+
+    schema = f"t_{uuid.uuid4().hex}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    db = Database(PG_URL, schema=schema)
+    try:
+        db.migrate()
+    finally:
+        db.dispose()
+    if not _tables:
+        with admin.connect() as conn:
+            _tables[:] = _table_names(conn, schema)
+            for table in _tables:
+                rows = conn.execute(text(f'SELECT * FROM "{schema}"."{table}"')).all()
+                if rows and table != "alembic_version":
+                    _seed[table] = [tuple(r) for r in rows]
+    return schema
+
+
+def _table_names(conn: Connection, schema: str) -> list[str]:
+    return sorted(
+        conn.execute(
+            text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": schema}
+        ).scalars()
+    )
+
+
+def _recycle(admin: Engine, schema: str) -> bool:
+    """Empty ``schema``'s tables and write the migrations' own rows again; False (the
+    caller drops it) when the test changed its tables or its lock cannot be had soon."""
+    engine = create_engine(PG_URL)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '10s'"))
+            if _table_names(conn, schema) != _tables:
+                return False
+            emptied = ", ".join(f'"{schema}"."{t}"' for t in _tables if t != "alembic_version")
+            conn.execute(text(f"TRUNCATE {emptied} RESTART IDENTITY CASCADE"))
+            for table, rows in _seed.items():
+                marks = ", ".join(f":c{i}" for i in range(len(rows[0])))
+                conn.execute(
+                    text(f'INSERT INTO "{schema}"."{table}" VALUES ({marks})'),
+                    [{f"c{i}": v for i, v in enumerate(r)} for r in rows],
+                )
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+    return True
+
+
+def _drop_pool() -> None:
+    if not _pool:
+        return
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for schema in _pool:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
+        _pool.clear()
+
+
+@contextmanager
+def pooled_schema() -> Iterator[str]:
+    """Like :func:`fresh_schema`, but the schema is already at the newest revision, with no
+    row but the migrations' own: a fresh node on PostgreSQL without running the migrations
+    for every test (about 1.5 s each). After the test its tables are emptied (``TRUNCATE``,
+    identities restarted) and the schema serves the next test of this process; a schema
+    whose tables the test changed is dropped instead."""
+    require_pg()
+    if not _tables:
+        atexit.register(_drop_pool)
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    schema = _pool.pop() if _pool else _migrated_schema(admin)
+    try:
+        yield schema
+    finally:
+        if _recycle(admin, schema):
+            _pool.append(schema)
+        else:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from sqlalchemy.engine import make_url
 
 from metrocloud.api.app import create_app
 from metrocloud.domain.categories import InstrumentCategory
@@ -22,9 +24,10 @@ from metrocloud.services import parties as pty
 from metrocloud.services.common import Actor
 from metrocloud.services.node import Node
 from metrocloud.services.settings import Settings
+from metrocloud.store.database import Database
 from metrocloud.trust.keys import KeyAlgorithm, PrivateKey
 
-from ._pg import PG_URL, fresh_schema
+from ._pg import PG_URL, pooled_schema
 
 # Property tests assert behaviour, never speed: no per-example deadline and no "too slow"
 # health check, which a loaded 2-core CI machine would otherwise trip at random.
@@ -47,7 +50,7 @@ def db_target(request: pytest.FixtureRequest) -> Iterator[DbTarget]:
     if request.param == "sqlite":
         yield DbTarget("sqlite", None, None)
     else:
-        with fresh_schema() as schema:
+        with pooled_schema() as schema:
             yield DbTarget("postgresql", PG_URL, schema)
 
 
@@ -58,8 +61,23 @@ def settings(tmp_path: Path, db_target: DbTarget) -> Settings:
     )
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry database at the newest revision (the product's migrations, run once per
+    test process), copied for each test's node: migrating a new SQLite file costs 0.4 s."""
+    path = tmp_path_factory.mktemp("template") / "registry.sqlite3"
+    db = Database(f"sqlite:///{path}")
+    db.migrate()
+    db.dispose()
+    return path
+
+
 @pytest.fixture
-def node(settings: Settings) -> Iterator[Node]:
+def node(settings: Settings, db_target: DbTarget, sqlite_template: Path) -> Iterator[Node]:
+    if db_target.kind == "sqlite":
+        target = Path(str(make_url(settings.database_url()).database))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sqlite_template, target)
     n = Node.open(settings)
     yield n
     n.db.dispose()

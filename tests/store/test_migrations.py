@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
@@ -12,6 +15,26 @@ from metrocloud.services.node import Node
 from metrocloud.services.settings import Settings
 from metrocloud.store.schema import metadata as registry_metadata
 from metrocloud.store.schema import parties
+from tests._pg import PG_URL, fresh_schema
+from tests.conftest import DbTarget
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_target(request: pytest.FixtureRequest) -> Iterator[DbTarget]:
+    """Empty databases (no template, no pooled schema): these tests run the migrations."""
+    if request.param == "sqlite":
+        yield DbTarget("sqlite", None, None)
+    else:
+        with fresh_schema() as schema:
+            yield DbTarget("postgresql", PG_URL, schema)
+
+
+@pytest.fixture
+def node(settings: Settings) -> Iterator[Node]:
+    """A node whose database the product's migrations create in this test."""
+    n = Node.open(settings)
+    yield n
+    n.db.dispose()
 
 
 def test_migrated_schema_matches_the_models(node: Node) -> None:
@@ -94,3 +117,21 @@ def test_0002_backfills_declaration_links(settings: Settings) -> None:
         assert links == {("ins-DE-1", "doc-DE-1"), ("ins-DE-2", "doc-DE-1")}
     finally:
         db.dispose()
+
+
+def test_a_database_at_the_newest_revision_is_not_migrated_again(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a node (every CLI command, every worker) skips Alembic when nothing is due."""
+    from alembic import command
+
+    def upgrade(*_: object, **__: object) -> None:
+        raise AssertionError("Alembic ran on a database already at the newest revision")
+
+    monkeypatch.setattr(command, "upgrade", upgrade)
+    again = Node.open(node.settings)
+    again.db.dispose()
+    with node.db.write() as conn:  # one revision behind: the next open upgrades it
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+    with pytest.raises(AssertionError, match="already at the newest"):
+        Node.open(node.settings)
