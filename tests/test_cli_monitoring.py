@@ -1,10 +1,12 @@
-"""``metrocloud monitor run``, ``maintenance plan`` and ``maintenance reliability`` on DuckDB:
+"""``metrocloud monitor run``, ``maintenance plan`` and ``maintenance reliability`` on DuckDB,
+and the streaming monitor's ``monitor queue``, ``monitor retry`` and ``monitor replay``:
 what they print is what the services answer; bad input is one line on stderr, exit 2.
 (The same commands on Spark: tests/services/test_monitoring_spark.py.)"""
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,12 +17,15 @@ from typer.testing import CliRunner
 
 from metrocloud.cli import app, out
 from metrocloud.lake import DuckDBEngine, Lake
+from metrocloud.services._streaming_queue import add_queued, record_failure
 from metrocloud.services.fleet import alert_json, estimate_json
 from metrocloud.services.maintenance import plan_maintenance, type_reliability
 from metrocloud.services.monitoring import Alert, detect
 from metrocloud.services.node import Node
 from metrocloud.services.settings import Settings
 from metrocloud.sim import SimConfig, run_simulation
+from metrocloud.store.database import Database, sqlite_url
+from tests.lake._support import table
 
 DAYS = 8
 START = datetime.now(UTC).date() - timedelta(days=DAYS + 2)
@@ -56,12 +61,16 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 
 def run(fleet: Fleet, *args: str) -> tuple[int, str, str]:
+    return run_at(fleet.root, *args)
+
+
+def run_at(root: Path, *args: str) -> tuple[int, str, str]:
     # wide enough that the tables do not fold ids and dates (the console measured its
     # terminal when it was created, so COLUMNS alone would not do)
     width = out._width
     out._width = 240
     try:
-        result = runner.invoke(app, [*args, "--data-dir", str(fleet.root)], env={"COLUMNS": "240"})
+        result = runner.invoke(app, [*args, "--data-dir", str(root)], env={"COLUMNS": "240"})
     finally:
         out._width = width
     return result.exit_code, result.stdout, result.stderr
@@ -143,6 +152,10 @@ def test_maintenance_reliability_per_type(fleet: Fleet) -> None:
         (("monitor", "run", "--spark-master", "local[1]"), "applies to the spark engine only"),
         (("monitor", "run", "--from", "yesterday"), "--from must be YYYY-MM-DD"),
         (("maintenance", "plan", "--from", "2026-03-05", "--to", "2026-03-01"), "before start"),
+        (("monitor", "replay", "--start", "yesterday"), "--from must be YYYY-MM-DD"),
+        (("monitor", "replay", "--from", "2026-03-05", "--end", "2026-03-01"), "before start"),
+        (("monitor", "queue", "--state", "stuck"), "'stuck' is none of pending, poisoned"),
+        (("monitor", "retry", "intake-0-0"), "'intake-0-0' is not in the streaming queue"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -175,3 +188,121 @@ def test_spark_without_java_is_one_line_and_exit_2(
 def test_a_directory_without_a_node_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["monitor", "run", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "error:" in result.stderr
+
+
+# -- the streaming monitor's operations, each on a copy of the fleet's node ---------------------
+
+
+@pytest.fixture
+def copy(fleet: Fleet, tmp_path: Path) -> Path:
+    root = tmp_path / "node"
+    # the fleet's database is open: its WAL is copied along, the shared-memory index not
+    shutil.copytree(fleet.root, root, ignore=shutil.ignore_patterns("*-shm", ".writer.lock"))
+    return root
+
+
+def _db(root: Path) -> Database:
+    return Database(sqlite_url(root))
+
+
+def _lines(out: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_monitor_queue_lists_and_retry_puts_a_poisoned_segment_back(copy: Path) -> None:
+    db = _db(copy)
+    with db.write() as conn:
+        for s in ("intake-1-2", "intake-3-4"):
+            add_queued(conn, s, readings=4, at="2026-03-02T00:00:00.000Z")
+        record_failure(conn, "intake-1-2", attempts=8, error="SegmentUnavailable: [gone]",
+                       next_try_at=None, poisoned_at="2026-03-02T00:02:00.000Z")  # fmt: skip
+    db.dispose()
+    code, out, err = run_at(copy, "monitor", "queue", "--json")
+    assert code == 0, err
+    got = _lines(out)
+    assert [(q["segment"], q["state"], q["attempts"], q["error"]) for q in got] == [
+        ("intake-1-2", "poisoned", 8, "SegmentUnavailable: [gone]"),
+        ("intake-3-4", "pending", 0, None),
+    ]
+    code, out, err = run_at(copy, "monitor", "queue")
+    assert code == 0, err
+    assert "2 queued segment(s): 1 pending, 1 poisoned" in out
+    assert "SegmentUnavailable: [gone]" in out  # markup-like text printed as is
+    code, out, err = run_at(copy, "monitor", "queue", "--json", "--state", "poisoned")
+    assert [q["segment"] for q in _lines(out)] == ["intake-1-2"]
+    code, out, err = run_at(copy, "monitor", "retry", "intake-1-2", "--reason", "lake restored")
+    assert code == 0, err
+    assert "segment intake-1-2 re-queued (4 readings" in out
+    code, out, err = run_at(copy, "monitor", "queue", "--json")
+    assert [(q["segment"], q["state"], q["attempts"]) for q in _lines(out)] == [
+        ("intake-1-2", "pending", 0), ("intake-3-4", "pending", 0)
+    ]  # fmt: skip
+    for segment in ("intake-1-2", "intake-3-4"):
+        code, out, err = run_at(copy, "monitor", "retry", segment)
+        assert code == 2 and out == ""
+        assert f"'{segment}' is not poisoned: it is queued" in err and err.count("error:") == 1
+
+
+def _counters(alerts: list[dict[str, object]]) -> list[tuple[object, ...]]:
+    keep = ("counter_reset", "reverse_flow", "gap")
+    return [(a["instrument"], a["kind"], a["severity"], a["at"], a["evidence"]["quantity"])  # type: ignore[index]
+            for a in alerts if a["kind"] in keep]  # fmt: skip
+
+
+def test_monitor_replay_finds_what_monitor_run_finds_for_the_stream_kinds(copy: Path) -> None:
+    """The node streamed only part of its history: a segment its monitor never saw (a counter
+    reset) is in the lake. The replay finds it, as batch mode does."""
+    t0 = datetime(START.year, START.month, START.day, 6, tzinfo=UTC)
+    rows = [("ins-cli-reset", "MI-003", t0 + timedelta(minutes=15 * k), "1-0:1.8.0", v)
+            for k, v in enumerate((50.0, 60.0, 1.0, 2.0))]  # fmt: skip
+    with Lake.open(copy / "lake", writer=True) as lake:
+        lake.write_segment("written-without-streaming", table(rows))
+    code, out, err = run_at(copy, "monitor", "alerts", "--json")
+    assert ("ins-cli-reset", "counter_reset") not in {
+        (a["instrument"], a["kind"]) for a in _lines(out)
+    }
+    code, out, err = run_at(copy, "monitor", "replay", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    with Lake.open(copy / "lake") as lake:
+        rows_in_lake = lake.stats()["rows"]
+    assert (summary["late"], summary["readings"]) == (0, rows_in_lake)
+    assert summary["segments_marked"] == 1  # the one the monitor never saw
+    assert "replay readings" in err
+    code, out, err = run_at(copy, "monitor", "alerts", "--json")
+    stream = _lines(out)
+    code, out, err = run_at(copy, "monitor", "run", "--json")
+    batch = _lines(out)
+    assert ("ins-cli-reset", "counter_reset", "critical") in {
+        (a[0], a[1], a[2]) for a in _counters(stream)
+    }
+    assert _counters(stream) == _counters(batch)
+    # again: the same alerts (but for when the node raised them)
+    code, out, err = run_at(copy, "monitor", "replay")
+    assert code == 0, err
+    assert "0 segment(s) newly counted as taken in" in " ".join(out.split())
+    code, out, err = run_at(copy, "monitor", "alerts", "--json")
+    again = _lines(out)
+
+    def timeless(alerts: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [
+            {k: v for k, v in a.items() if k not in ("raised_at", "updated_at")} for a in alerts
+        ]
+
+    assert timeless(again) == timeless(stream)
+
+
+def test_monitor_replay_is_refused_while_another_process_writes_the_lake(copy: Path) -> None:
+    with Lake.open(copy / "lake", writer=True):
+        code, out, err = run_at(copy, "monitor", "replay")
+    assert code == 2 and out == ""
+    assert "cannot replay while another process writes the lake" in " ".join(err.split())
+    assert err.count("error:") == 1
+
+
+def test_monitor_replay_with_an_end_says_the_state_stops_there(copy: Path) -> None:
+    end = (START + timedelta(days=3)).isoformat()
+    code, out, err = run_at(copy, "monitor", "replay", "--json", "--end", end)
+    assert code == 0, err
+    assert json.loads(out)["end"] == f"{end}T00:00:00+00:00"
+    assert "replay without --to to resume" in " ".join(err.split())

@@ -14,6 +14,7 @@ the expected outcome. It is written per role (``spec(...)``) from these rules:
 - instruments are read by their manufacturer, their operator, any authority, the notified
   body that issued their certificate and grantees; the node admin reads no instrument data;
 - the node admin alone admits parties and issues tokens for them;
+- the node admin alone reads the streaming monitor's queue and puts poisoned segments back;
 - certificates and the party directory are readable by any authenticated party;
 - the ledger, /node and /public/verify are public; everything else needs a valid bearer
   token (401).
@@ -56,6 +57,7 @@ from metrocloud.services import events as ev
 from metrocloud.services import instruments as inst
 from metrocloud.services import parties as pty
 from metrocloud.services import surveillance as surveillance_svc
+from metrocloud.services._streaming_queue import add_queued, queued_row, record_failure
 from metrocloud.services.node import Node
 from metrocloud.store.schema import (
     credentials,
@@ -357,6 +359,11 @@ MATRIX: list[Row] = [
     *spec("GET /api/v1/maintenance/plan", scoped=True, extra=GRANTED, **INSTRUMENT_SEARCH),
     *spec("GET /api/v1/maintenance/plan", variant="one instrument", scoped=True,
           missing=INSTRUMENT_MISSING, extra=GRANTED, **INSTRUMENT_READ),
+    # the streaming monitor's queue: the node's own operation (lake segments, no instrument
+    # data), the node admin's alone
+    *spec("GET /api/v1/monitoring/stream-queue", **only(OK, "admin")),
+    *spec("POST /api/v1/monitoring/stream-queue/{segment}/retry", missing=only(404, "admin"),
+          **only(OK, "admin")),
     # -- measurements: head-end systems forward batches; each batch proves itself ------------
     *spec("POST /api/v1/ingest/batches", admin=403, nb=403, man=OK, op=OK, auth=403),
     *spec("POST /api/v1/ingest/ocmf", admin=403, nb=403, man=OK, op=OK, auth=403),
@@ -1147,6 +1154,37 @@ def _plan(s: Scenario, row: Row) -> Req:
     params = {"instrument": ins["id"]} if row.variant else None
     return Req("GET", f"{API_PREFIX}/maintenance/plan", params=params, target=ins["id"],
                target_key="instrument")  # fmt: skip
+
+
+def _poisoned(s: Scenario) -> str:
+    """A fresh segment the streaming monitor gave up on (services/_streaming_queue.py)."""
+    segment = f"intake-{s.n()}-matrix"
+    with s.node.db.write() as conn:
+        add_queued(conn, segment, readings=4, at="2026-03-02T00:00:00.000Z")
+        record_failure(conn, segment, attempts=8, error="RuntimeError: x", next_try_at=None,
+                       poisoned_at="2026-03-02T00:02:00.000Z")  # fmt: skip
+    return segment
+
+
+@builds("GET /api/v1/monitoring/stream-queue")
+def _stream_queue(s: Scenario, row: Row) -> Req:
+    segment = s._memoize("poisoned", lambda: _poisoned(s))
+    return Req("GET", f"{API_PREFIX}/monitoring/stream-queue", target=segment,
+               target_key="segment")  # fmt: skip
+
+
+@builds("POST /api/v1/monitoring/stream-queue/{segment}/retry")
+def _stream_retry(s: Scenario, row: Row) -> Req:
+    segment = "intake-0-missing" if row.ownership == "missing" else _poisoned(s)
+
+    def still_poisoned() -> str | None:
+        with s.node.db.read() as conn:
+            row = queued_row(conn, segment)
+        return None if row is None or row.state == "poisoned" else f"{segment} was re-queued"
+
+    return Req("POST", f"{API_PREFIX}/monitoring/stream-queue/{segment}/retry",
+               json={"reason": "matrix"}, on_denied=still_poisoned,
+               on_allowed=lambda r: None if r.json()["state"] == "pending" else r.text)  # fmt: skip
 
 
 EVENT_STATE = {

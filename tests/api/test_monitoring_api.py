@@ -1,5 +1,7 @@
 """GET /api/v1/monitoring/alerts and GET /api/v1/maintenance/plan: detect and plan over the
-node's lake, cut to what the caller may read, foreign reads in the owners' access log."""
+node's lake, cut to what the caller may read, foreign reads in the owners' access log; the
+streaming monitor's queue for the node admin (GET /api/v1/monitoring/stream-queue, POST
+.../{segment}/retry): pages, states, problems with what was found."""
 
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ from fastapi.testclient import TestClient
 from metrocloud.domain.instruments import EventKind
 from metrocloud.lake import DuckDBEngine, Lake
 from metrocloud.services import events as ev
+from metrocloud.services._streaming_queue import add_queued, record_failure
 from metrocloud.services.fleet import estimate_json
 from metrocloud.services.maintenance import plan_maintenance
+from metrocloud.services.streaming import stream_backlog
 from tests._monitoring import DAY0, give_results
 from tests.conftest import Member, World
 
@@ -164,3 +168,82 @@ def test_windows_out_of_range_are_invalid_input(
     r = client.get(url, params=params, headers=world.auth1.headers)
     assert r.status_code == 422, r.text
     assert r.json()["type"].endswith("/invalid-input")
+
+
+# -- the streaming monitor's queue (node admin) -------------------------------------------------
+
+QUEUE = "/api/v1/monitoring/stream-queue"
+
+
+def _queue(world: World) -> None:
+    """Three segments owed: one waiting for its next try, one poisoned, one new."""
+    with world.node.db.write() as conn:
+        for s in ("intake-1-4", "intake-5-8", "intake-9-9"):
+            add_queued(conn, s, readings=4, at="2026-03-02T00:00:00.000Z")
+        record_failure(conn, "intake-1-4", attempts=2, error="OperationalError: locked",
+                       next_try_at="2026-03-02T00:00:03.000Z", poisoned_at=None)  # fmt: skip
+        record_failure(conn, "intake-5-8", attempts=8, error="SegmentUnavailable: gone",
+                       next_try_at=None, poisoned_at="2026-03-02T00:02:00.000Z")  # fmt: skip
+
+
+def test_the_node_admin_reads_the_streaming_queue_in_pages(
+    world: World, client: TestClient
+) -> None:
+    _queue(world)
+    whole = _get(client, QUEUE, world.admin)
+    assert [(q["segment"], q["state"], q["attempts"]) for q in whole["items"]] == [
+        ("intake-1-4", "pending", 2), ("intake-5-8", "poisoned", 8), ("intake-9-9", "pending", 0)
+    ]  # fmt: skip
+    assert whole["items"][1] == {
+        "segment": "intake-5-8", "state": "poisoned", "position": whole["items"][1]["position"],
+        "committed_at": "2026-03-02T00:00:00.000Z", "readings": 4, "attempts": 8,
+        "next_try_at": None, "error": "SegmentUnavailable: gone",
+        "poisoned_at": "2026-03-02T00:02:00.000Z",
+    }  # fmt: skip
+    first = _get(client, QUEUE, world.admin, limit=2)
+    rest = _get(client, QUEUE, world.admin, limit=2, cursor=first["next_cursor"])
+    assert first["items"] + rest["items"] == whole["items"] and rest["next_cursor"] is None
+    poisoned = _get(client, QUEUE, world.admin, state="poisoned")["items"]
+    assert [q["segment"] for q in poisoned] == ["intake-5-8"]
+    for who in (world.auth1, world.man1, world.op1, world.nb1):
+        r = client.get(QUEUE, headers=who.headers)
+        assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    bad = client.get(QUEUE, params={"state": "stuck"}, headers=world.admin.headers)
+    assert bad.status_code == 422
+
+
+def _retry(client: TestClient, who: Member, segment: str, **kw: Any) -> Any:
+    return client.post(f"{QUEUE}/{segment}/retry", headers=who.headers, **kw)
+
+
+def test_a_poisoned_segment_is_put_back_and_the_rest_refused_with_a_problem(
+    world: World, client: TestClient
+) -> None:
+    _queue(world)
+    r = _retry(client, world.admin, "intake-5-8", json={"reason": "lake restored from backup"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["state"], body["attempts"], body["poisoned_at"]) == ("pending", 0, None)
+    assert body["error"] == "SegmentUnavailable: gone"  # the last error, until the next try
+    assert stream_backlog(world.node).poisoned == ()
+    for segment, status, code, detail in (
+        ("intake-5-8", 409, "stream-segment-not-poisoned", "is not poisoned: it is queued"),
+        ("intake-1-4", 409, "stream-segment-not-poisoned", "2 failed tries so far"),
+        ("intake-7-7", 404, "stream-segment-unknown", "not in the streaming queue"),
+    ):
+        r = _retry(client, world.admin, segment)
+        assert r.status_code == status, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"].endswith("/" + code) and detail in r.json()["detail"]
+    _queue_poison(world, "intake-9-9")
+    r = _retry(client, world.auth1, "intake-9-9")
+    assert r.status_code == 403 and stream_backlog(world.node).poisoned[0].segment == "intake-9-9"
+    r = _retry(client, world.admin, "intake-9-9", content=b"{not json")
+    assert r.status_code == 400 and r.json()["type"].endswith("/malformed-json")
+    assert _retry(client, world.admin, "intake-9-9").status_code == 200  # no body: fine
+
+
+def _queue_poison(world: World, segment: str) -> None:
+    with world.node.db.write() as conn:
+        record_failure(conn, segment, attempts=8, error="RuntimeError: x", next_try_at=None,
+                       poisoned_at="2026-03-02T00:05:00.000Z")  # fmt: skip

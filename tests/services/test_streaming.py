@@ -107,9 +107,9 @@ class Fleet:
     stream: list[StreamAlert]
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    root = tmp_path_factory.mktemp("streaming")
+def simulate_fleet(root: Path) -> Fleet:
+    """40 simulated instruments over eight days, their batch alerts and streaming alerts
+    (also the setup of tests/services/test_streaming_ops.py)."""
     node = Node.open(Settings(data_dir=root, country="DE"))
     rates = {"counter_reset": 0.2, "reverse_flow": 0.2, "seal_broken": 0.2,
              "unapproved_software": 0.1, "clock_drift": 0.05}  # fmt: skip
@@ -117,8 +117,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     run_simulation(node, config)  # its flusher hands each segment to a StreamMonitor
     with DuckDBEngine(Lake.open(node.settings.lake_path()), threads=1) as engine:
         batch = detect(node, engine)
-    yield Fleet(root, node, batch, list_stream_alerts(node))
-    node.db.dispose()
+    return Fleet(root, node, batch, list_stream_alerts(node))
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    f = simulate_fleet(tmp_path_factory.mktemp("streaming"))
+    yield f
+    f.node.db.dispose()
 
 
 def _key(a: Alert | StreamAlert) -> tuple[str, str, str]:

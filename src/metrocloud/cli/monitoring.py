@@ -1,6 +1,9 @@
 """Condition monitoring and predictive maintenance over the node's lake: ``metrocloud monitor
-run``, ``metrocloud maintenance plan`` and ``metrocloud maintenance reliability``; and the
-alerts streaming mode raised as readings arrived: ``metrocloud monitor alerts``.
+run``, ``metrocloud maintenance plan`` and ``metrocloud maintenance reliability``; the
+alerts streaming mode raised as readings arrived: ``metrocloud monitor alerts``; and the
+streaming monitor's operations: ``metrocloud monitor queue`` (what it owes, what it gave up
+on), ``monitor retry SEGMENT`` (put a poisoned segment back) and ``monitor replay`` (rebuild
+its state and alerts from the lake, with the node stopped).
 
 Each runs on DuckDB (default) or Apache Spark (``--engine spark [--spark-master URL]``),
 through the same :class:`~metrocloud.lake.engine.LakeEngine` interface and with the same
@@ -31,6 +34,7 @@ from metrocloud.cli._common import (
     _progress,
     _settings,
     app,
+    err,
     out,
 )
 
@@ -42,7 +46,8 @@ __all__ = ["maintenance_app", "monitor_app"]
 
 monitor_app = typer.Typer(
     no_args_is_help=True,
-    help="Condition monitoring: alerts from the lake and the registry (docs/monitoring.md).",
+    help="Condition monitoring: alerts from the lake and the registry, streaming alerts and "
+    "the streaming monitor's queue, retry and replay (docs/monitoring.md).",
 )
 app.add_typer(monitor_app, name="monitor")
 maintenance_app = typer.Typer(
@@ -80,6 +85,23 @@ SparkMaster = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="One JSON object per line on stdout.")]
+ReplayFrom = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        "--start",
+        help="Replay readings from, inclusive: YYYY-MM-DD or an ISO time (no zone: UTC).",
+    ),
+]
+ReplayTo = Annotated[
+    str | None,
+    typer.Option(
+        "--to",
+        "--end",
+        help="Replay readings until, exclusive: YYYY-MM-DD or an ISO time (no zone: UTC). "
+        "The live monitor continues from the state at this time: leave it out to resume.",
+    ),
+]
 
 
 def _when(text: str | None, option: str) -> datetime | None:
@@ -244,6 +266,151 @@ def monitor_alerts(
             escape(_evidence({k: v for k, v in wire["evidence"].items() if k != "count"})),
         )
     out.print(table)
+
+
+def _open(data_dir: Path, db: str | None) -> Node:
+    from metrocloud.services.node import Node
+
+    return Node.open(_settings(data_dir, db), create=False)
+
+
+@monitor_app.command("queue")
+def monitor_queue(
+    data_dir: DataDir = Path("metrocloud-data"),
+    db: Db = None,
+    state: Annotated[
+        str | None,
+        typer.Option("--state", help="Only these: pending (owed) or poisoned (given up)."),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Print the streaming monitor's queue in commit order: the segments it still owes
+    (pending, with their failed tries) and those it gave up on after their last try
+    (poisoned, with the error); docs/monitoring.md "Operations"."""
+    from metrocloud.services.streaming import list_stream_queue, queued_json
+
+    rows: list[Any] = []
+    with _errors():
+        node = _open(data_dir, db)
+        try:
+            cursor = None
+            while True:
+                page = list_stream_queue(node, state=state, limit=1000, cursor=cursor)
+                rows += page.items
+                if (cursor := page.next_cursor) is None:
+                    break
+        finally:
+            node.close()
+    if as_json:
+        for q in rows:
+            typer.echo(json.dumps(queued_json(q), ensure_ascii=False))
+        return
+    poisoned = sum(q.state == "poisoned" for q in rows)
+    table = Table(
+        title=f"{len(rows)} queued segment(s): {len(rows) - poisoned} pending, {poisoned} poisoned"
+    )
+    for col in ("segment", "state", "readings", "tries", "since (UTC)", "next try", "last error"):
+        table.add_column(col, overflow="fold")
+    for q in rows:
+        table.add_row(
+            escape(q.segment),
+            "[red]poisoned[/]" if q.state == "poisoned" else "pending",
+            str(q.readings),
+            str(q.attempts),
+            q.poisoned_at or q.committed_at,
+            q.next_try_at or "-",
+            escape(q.error or "-"),
+        )
+    out.print(table)
+
+
+@monitor_app.command("retry")
+def monitor_retry(
+    segment: Annotated[str, typer.Argument(help="The poisoned segment's id (monitor queue).")],
+    data_dir: DataDir = Path("metrocloud-data"),
+    db: Db = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why it may be tried again (logged).")
+    ] = None,
+) -> None:
+    """Put a poisoned segment back in the streaming queue once the cause is fixed: no tries
+    counted, at its commit position, so the running node's monitor takes it next (it polls
+    every second); its readings older than what came after it are late (counted, not
+    compared): replay for alerts as if it never failed."""
+    from metrocloud.services.streaming import retry_stream_segment
+
+    with _errors():
+        node = _open(data_dir, db)
+        try:
+            row = retry_stream_segment(node, None, segment, reason=reason)
+        finally:
+            node.close()
+    out.print(
+        f"segment {escape(row.segment)} re-queued ({row.readings} readings, position "
+        f"{row.position}); last error: {escape(row.error or '-')}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@monitor_app.command("replay")
+def monitor_replay(
+    data_dir: DataDir = Path("metrocloud-data"),
+    db: Db = None,
+    start: ReplayFrom = None,
+    end: ReplayTo = None,
+    as_json: AsJson = False,
+) -> None:
+    """Rebuild the streaming state and alerts from the lake's readings in [--from, --to),
+    day by day through the live monitor's logic (for the stream kinds: what `monitor run`
+    finds over the same window). Takes the lake's writer lock: refused while the node
+    runs. Replaces the streaming alerts; running it twice gives the same alerts."""
+    from metrocloud.services.streaming import replay_stream
+
+    with _errors():
+        lo, hi = _when(start, "--from"), _when(end, "--to")
+        node = _open(data_dir, db)
+        try:
+            with _progress() as bar:
+                task = bar.add_task("replay readings", total=None)
+
+                def tick(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                r = replay_stream(node, start=lo, end=hi, progress=tick)
+        finally:
+            node.close()
+    record = {
+        "version": r.version,
+        "start": None if r.start is None else r.start.isoformat(),
+        "end": None if r.end is None else r.end.isoformat(),
+        "partitions": r.partitions,
+        "readings": r.readings,
+        "late": r.late,
+        "registers": r.registers,
+        "alerts": r.alerts,
+        "segments_marked": r.segments_marked,
+        "dropped_pending": r.dropped_pending,
+        "dropped_poisoned": r.dropped_poisoned,
+    }
+    if as_json:
+        typer.echo(json.dumps(record))
+    else:
+        out.print(
+            f"replayed lake version {r.version}: {r.readings} readings of {r.registers} "
+            f"registers in {r.partitions} partition(s), {r.alerts} streaming alert(s); "
+            f"{r.segments_marked} segment(s) newly counted as taken in, "
+            f"{r.dropped_pending} pending and {r.dropped_poisoned} poisoned queue row(s) dropped",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if r.end is not None:
+        err.print(
+            "note: the streaming state stops at --to; readings after it are not in it, so "
+            "the live monitor may raise a gap per register: replay without --to to resume",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @maintenance_app.command("plan")

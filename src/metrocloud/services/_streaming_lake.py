@@ -37,7 +37,7 @@ from metrocloud.lake.schema import FILE_SCHEMA
 from metrocloud.store.database import Database
 from metrocloud.store.schema import intake_batches
 
-__all__ = ["SegmentUnavailable", "read_segment"]
+__all__ = ["SegmentUnavailable", "read_lake_file", "read_segment"]
 
 _UTC_MS = pa.timestamp("ms", tz="UTC")
 _MATCH = ("instrument", "batch_counter", "_ingested_ms")
@@ -59,7 +59,7 @@ def _day(ms: int) -> date:
     return datetime.fromtimestamp(ms / 1000, UTC).date()
 
 
-def _read(root: Path, entry: FileEntry, instruments: list[str] | None = None) -> pa.Table:
+def read_lake_file(root: Path, entry: FileEntry, instruments: list[str] | None = None) -> pa.Table:
     """One lake file with its category, instruments as plain strings (each file has its own
     dictionary); ``instruments``: only theirs (the files are sorted by instrument, so the
     row groups of others are skipped on their statistics)."""
@@ -91,7 +91,7 @@ def read_segment(lake: Lake, db: Database, segment: str) -> pa.Table:
         )
     files = manifest.files()
     own = [f for f in files if f.segment == segment]
-    parts = [_read(lake.root, f) for f in own]
+    parts = [read_lake_file(lake.root, f) for f in own]
     b = intake_batches.c
     with db.read() as conn:
         batches = conn.execute(
@@ -114,7 +114,7 @@ def read_segment(lake: Lake, db: Database, segment: str) -> pa.Table:
             for category, day in merged:
                 for f in files:
                     if f.category == category and f.day == day and f.segment is None:
-                        parts.append(_theirs(_read(lake.root, f, names), keys))
+                        parts.append(_theirs(read_lake_file(lake.root, f, names), keys))
     elif not own and any(manifest.segments[segment].values()):
         raise SegmentUnavailable(
             f"lake segment {segment!r} did not come from the intake log and its files were "

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import Connection, Table, and_, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from metrocloud.services._streaming_compute import NO_READING, Floats, Int64s
+from metrocloud.services._streaming_compute import NO_READING, Finding, Floats, Int64s
 from metrocloud.store.schema import stream_alerts, stream_segments, stream_state
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "iso_ms",
     "load_alerts",
     "load_state",
+    "merge_alert",
     "ms_of",
     "save_alerts",
     "save_segment",
@@ -47,6 +48,40 @@ def iso_ms(ms: int) -> str:
 
 def ms_of(text: str) -> int:
     return round(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def merge_alert(old: AlertRow | None, f: Finding, segment: str, now: str) -> AlertRow:
+    """The alert row after finding ``f`` in ``segment``: the first evidence is the earlier
+    one's, counts and decreases add up, the longest gap is the longer."""
+    new_ev: dict[str, Any] = {"quantity": f.quantity, **f.evidence}
+    if old is None:
+        return {
+            "instrument": f.instrument,
+            "kind": f.kind,
+            "severity": f.severity,
+            "at": iso_ms(f.at),
+            "last_at": iso_ms(f.last),
+            "count": f.count,
+            "evidence": new_ev,
+            "raised_at": now,
+            "updated_at": now,
+            "segment": segment,
+        }
+    old_ev = dict(old["evidence"])
+    old_at = ms_of(old["at"])
+    evidence = dict(new_ev if f.at < old_at else old_ev)
+    if "total_decrease" in evidence:
+        evidence["total_decrease"] = old_ev["total_decrease"] + new_ev["total_decrease"]
+    if "longest_s" in evidence:
+        evidence["longest_s"] = max(old_ev["longest_s"], new_ev["longest_s"])
+    return {
+        **old,
+        "at": iso_ms(min(f.at, old_at)),
+        "last_at": iso_ms(max(f.last, ms_of(old["last_at"]))),
+        "count": int(old["count"]) + f.count,
+        "evidence": evidence,
+        "updated_at": now,
+    }
 
 
 def _upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

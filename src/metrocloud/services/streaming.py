@@ -27,6 +27,11 @@ What it leaves to batch mode, and why (docs/monitoring.md, "Streaming"): ``clock
 ``under_registration`` and ``stuck_register`` (fits and peer statistics over weeks),
 ``unapproved_software`` and ``intake_quarantine`` (the intake records them as it checks).
 A reading not newer than its register's state (late) is counted and not compared.
+
+The operator's side (docs/monitoring.md, "Operations"): :func:`list_stream_queue` and
+:func:`retry_stream_segment` (:mod:`._streaming_ops`: what the worker owes and gave up on,
+a poisoned segment put back) and :func:`replay_stream` (:mod:`._streaming_replay`: state and
+alerts rebuilt from the lake, under its writer lock).
 """
 
 from __future__ import annotations
@@ -45,19 +50,32 @@ from metrocloud.domain.errors import InvalidInput
 from metrocloud.ingest.intake import TURNS, write_turn
 from metrocloud.services._streaming_compute import (
     STREAM_KINDS,
-    Finding,
     flag_findings,
     registers,
     step,
 )
 from metrocloud.services._streaming_lake import SegmentUnavailable
-from metrocloud.services._streaming_queue import Queued, drop_queued, poisoned_rows, queue_counts
+from metrocloud.services._streaming_ops import (
+    QUEUE_STATES,
+    SegmentNotPoisoned,
+    SegmentNotQueued,
+    list_stream_queue,
+    queued_json,
+    retry_stream_segment,
+)
+from metrocloud.services._streaming_queue import (
+    Queued,
+    QueueState,
+    drop_queued,
+    poisoned_rows,
+    queue_counts,
+)
+from metrocloud.services._streaming_replay import Replayed, replay_stream
 from metrocloud.services._streaming_store import (
-    AlertRow,
     iso_ms,
     load_alerts,
     load_state,
-    ms_of,
+    merge_alert,
     save_alerts,
     save_segment,
     save_state,
@@ -86,10 +104,15 @@ from metrocloud.store.database import Database
 from metrocloud.store.schema import instruments, stream_alerts
 
 __all__ = [
+    "QUEUE_STATES",
     "STREAM_KINDS",
     "Observed",
+    "QueueState",
     "Queued",
+    "Replayed",
     "Retry",
+    "SegmentNotPoisoned",
+    "SegmentNotQueued",
     "SegmentUnavailable",
     "StreamAlert",
     "StreamBacklog",
@@ -97,7 +120,11 @@ __all__ = [
     "StreamStats",
     "StreamWorker",
     "list_stream_alerts",
+    "list_stream_queue",
     "party_stream_alerts",
+    "queued_json",
+    "replay_stream",
+    "retry_stream_segment",
     "stream_alert_json",
     "stream_backlog",
 ]
@@ -160,40 +187,6 @@ def _alert(row: Mapping[Any, Any]) -> StreamAlert:
     )
 
 
-def _merge(old: AlertRow | None, f: Finding, segment: str, now: str) -> AlertRow:
-    """The alert row after finding ``f``: the first evidence is the earlier one's, counts and
-    decreases add up, the longest gap is the longer."""
-    new_ev: dict[str, Any] = {"quantity": f.quantity, **f.evidence}
-    if old is None:
-        return {
-            "instrument": f.instrument,
-            "kind": f.kind,
-            "severity": f.severity,
-            "at": iso_ms(f.at),
-            "last_at": iso_ms(f.last),
-            "count": f.count,
-            "evidence": new_ev,
-            "raised_at": now,
-            "updated_at": now,
-            "segment": segment,
-        }
-    old_ev = dict(old["evidence"])
-    old_at = ms_of(old["at"])
-    evidence = dict(new_ev if f.at < old_at else old_ev)
-    if "total_decrease" in evidence:
-        evidence["total_decrease"] = old_ev["total_decrease"] + new_ev["total_decrease"]
-    if "longest_s" in evidence:
-        evidence["longest_s"] = max(old_ev["longest_s"], new_ev["longest_s"])
-    return {
-        **old,
-        "at": iso_ms(min(f.at, old_at)),
-        "last_at": iso_ms(max(f.last, ms_of(old["last_at"]))),
-        "count": int(old["count"]) + f.count,
-        "evidence": evidence,
-        "updated_at": now,
-    }
-
-
 class StreamMonitor:
     """Observes the lake's segments in commit order (see the module docstring).
 
@@ -254,7 +247,7 @@ class StreamMonitor:
             for f in findings:
                 key = (f.instrument, f.kind)
                 before = rows.get(key)
-                rows[key] = _merge(before, f, segment, now)
+                rows[key] = merge_alert(before, f, segment, now)
                 if before is None:
                     raised.append(_alert(rows[key]))
                 else:

@@ -1,18 +1,21 @@
 """Condition monitoring and predictive maintenance: alerts and the re-verification plan of
-the instruments the caller may read (services/fleet.py; DuckDB over the node's lake), and
-the alerts streaming mode raised as readings arrived (services/streaming.py; no lake scan)."""
+the instruments the caller may read (services/fleet.py; DuckDB over the node's lake), the
+alerts streaming mode raised as readings arrived (services/streaming.py; no lake scan), and
+for the node admin the streaming monitor's queue: what it still owes, what it gave up on,
+and putting a poisoned segment back."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import Field
 
-from metrocloud.api.deps import CurrentActor, GuardedRoute, NodeDep, guard
+from metrocloud.api.deps import CurrentActor, GuardedRoute, NodeDep, body_doc, guard, json_body
 from metrocloud.api.routes.instruments import READERS
-from metrocloud.api.schemas import Out, Page
+from metrocloud.api.schemas import In, Out, Page
+from metrocloud.domain.parties import PartyRole
 from metrocloud.services import fleet as svc
 from metrocloud.services import streaming
 
@@ -50,13 +53,41 @@ class StreamAlertOut(Out):
     evidence: dict[str, Any] = Field(description="the numbers that justify the alert")
     raised_at: str = Field(description="when the node raised it (RFC 3339, UTC)")
     updated_at: str = Field(description="when a repeat last added to it (RFC 3339, UTC)")
-    segment: str = Field(description="the lake segment whose readings raised it")
+    segment: str = Field(
+        description="the lake segment whose readings raised it; rebuilt by a replay: "
+        "replay:v<manifest version>/<category>/<day>"
+    )
 
 
 KindQ = Annotated[
     Literal["counter_reset", "reverse_flow", "gap", "seal_broken", "tamper_detected"] | None,
     Query(description="only this kind"),
 ]
+
+
+class StreamQueuedOut(Out):
+    segment: str = Field(description="the lake segment (the flusher's id)")
+    state: Literal["pending", "poisoned"] = Field(
+        description="pending: owed, tried in commit order; poisoned: given up after its last try"
+    )
+    position: int = Field(description="commit order")
+    committed_at: str = Field(description="when it was queued, at its commit (RFC 3339, UTC)")
+    readings: int
+    attempts: int = Field(description="failed tries so far")
+    next_try_at: str | None = Field(description="a failed segment waits until then")
+    error: str | None = Field(description="the last try's error")
+    poisoned_at: str | None = Field(description="when it was given up (RFC 3339, UTC)")
+
+
+class StreamRetryIn(In):
+    reason: str = Field(
+        default="", max_length=500, description="why it may be tried again (logged)"
+    )
+
+
+StateQ = Annotated[Literal["pending", "poisoned"] | None, Query(description="only this state")]
+SegmentP = Annotated[str, Path(min_length=1, max_length=200, description="the segment id")]
+ADMIN = PartyRole.NODE_ADMIN
 
 
 class DriftEstimateOut(Out):
@@ -122,6 +153,47 @@ def stream_alerts(
         items=[StreamAlertOut(**streaming.stream_alert_json(a)) for a in page.items],
         next_cursor=page.next_cursor,
     )
+
+
+@router.get(
+    "/monitoring/stream-queue",
+    response_model=Page[StreamQueuedOut],
+    operation_id="list_stream_queue",
+    tags=["monitoring"],
+    summary="The streaming monitor's queue: segments owed and poisoned (node admin)",
+)
+@guard(ADMIN, action="read the streaming queue")
+def stream_queue(
+    node: NodeDep,
+    actor: CurrentActor,
+    state: StateQ = None,
+    limit: Limit = 1000,
+    cursor: Cursor = None,
+) -> Page[StreamQueuedOut]:
+    page = streaming.list_stream_queue(node, actor, state=state, limit=limit, cursor=cursor)
+    return Page[StreamQueuedOut](
+        items=[StreamQueuedOut(**streaming.queued_json(q)) for q in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.post(
+    "/monitoring/stream-queue/{segment}/retry",
+    response_model=StreamQueuedOut,
+    operation_id="retry_stream_segment",
+    tags=["monitoring"],
+    summary="Put a poisoned segment back in the streaming queue (node admin)",
+    openapi_extra=body_doc(StreamRetryIn, required=False),
+)
+@guard(ADMIN, action="retry a streaming segment")
+def retry_stream_segment(
+    node: NodeDep,
+    actor: CurrentActor,
+    segment: SegmentP,
+    body: Annotated[StreamRetryIn | None, json_body(StreamRetryIn, required=False)] = None,
+) -> StreamQueuedOut:
+    row = streaming.retry_stream_segment(node, actor, segment, reason=body.reason if body else None)
+    return StreamQueuedOut(**streaming.queued_json(row))
 
 
 @router.get(
