@@ -81,6 +81,7 @@ __all__ = [
     "lookup_shell_ids",
     "prepare_shell_json",
     "prepare_shell_list",
+    "prepare_submodel",
     "public_submodel",
     "submodel_semantic_id",
 ]
@@ -683,23 +684,43 @@ def get_submodel(
     base_url: str = "",
 ) -> aas.Submodel:
     """One submodel; the public ones need no relationship to the instrument."""
+    prepared = prepare_submodel(node, actor, record_id, name, action=action, base_url=base_url)
+    return prepared.run(node)
+
+
+def prepare_submodel(
+    node: Node,
+    actor: Actor,
+    record_id: str,
+    name: str,
+    *,
+    action: str = "aas.submodel.read",
+    base_url: str = "",
+    on_loop: bool = False,
+) -> Prepared[aas.Submodel]:
+    """:func:`get_submodel`, read, checked and rendered, with its access-log rows still to
+    write (none for a public submodel). ``on_loop``: as in :func:`prepare_shell_json`."""
+    read = node.db.pinned_read if on_loop else node.db.read
     if record_id.startswith(_TYPE):
-        with node.db.read() as conn:
+        with read() as conn:
             type_view = ViewLoader(conn).types([_type_row(conn, record_id)])[0]
-        return type_submodel(type_view, name)
-    with node.db.read() as conn:
+        return Prepared(type_submodel(type_view, name), [])
+    public = public_submodel(record_id, name)
+    with read() as conn:
         row = instrument_row(conn, record_id)
         refuse_node_admin(actor)
         by_grant = False
-        if not public_submodel(record_id, name):
+        if not public:
             by_grant = check_can_read(conn, actor, row)
         if name not in SUBMODEL_PARTS:
             raise NotFound(f"an instrument shell has no submodel {name!r}")
         view = ViewLoader(conn).instruments([row], parts=SUBMODEL_PARTS[name])[0]
     submodel = instrument_submodel(view, name, base_url=base_url)
-    if not public_submodel(record_id, name):
-        _log(node, actor, action, [row], {row.id} if by_grant else set())
-    return submodel
+    if public:
+        return Prepared(submodel, [])
+    return Prepared(
+        submodel, _access_rows(node, actor, action, [row], {row.id} if by_grant else set())
+    )
 
 
 # -- export --------------------------------------------------------------------------------

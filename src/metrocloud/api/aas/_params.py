@@ -21,6 +21,7 @@ __all__ = [
     "aas_base_url",
     "base_url",
     "shell_record",
+    "submodel_ids",
     "submodel_target",
 ]
 
@@ -45,11 +46,16 @@ def submodel_target(request: Request, submodel_identifier: str) -> tuple[str, st
 
     Under ``/shells/{aasIdentifier}/submodels/...`` the submodel must belong to that shell.
     """
+    return submodel_ids(submodel_identifier, request.path_params.get("aasIdentifier"))
+
+
+def submodel_ids(submodel_identifier: str, aas_identifier: str | None) -> tuple[str, str, str]:
+    """:func:`submodel_target` from the two path segments (``aas_identifier`` None outside
+    ``/shells/{aasIdentifier}/submodels/...``): the full path and the fast lane share it."""
     identifier = decode_id(submodel_identifier, "submodelIdentifier")
     record, name = parse_submodel_id(identifier)
-    shell = request.path_params.get("aasIdentifier")
-    if shell is not None and shell_record(shell) != record:
-        raise NotFound(f"shell {decode_id(shell)!r} references no submodel {identifier!r}")
+    if aas_identifier is not None and shell_record(aas_identifier) != record:
+        raise NotFound(f"shell {decode_id(aas_identifier)!r} references no submodel {identifier!r}")
     return record, name, identifier
 
 

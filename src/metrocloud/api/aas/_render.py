@@ -16,21 +16,26 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from aas_core3 import jsonization
+from aas_core3 import types as aas
 from fastapi.responses import Response
 
 from metrocloud.domain.errors import InvalidInput, NotFound
 
 __all__ = [
+    "MODIFIERS",
     "Extent",
     "Level",
     "NotApplicable",
+    "answer",
     "element_reference",
     "find_element",
+    "find_submodel_element",
+    "json_body",
     "json_response",
     "jsonable",
     "metadata",
@@ -42,6 +47,7 @@ __all__ = [
     "value_only",
 ]
 
+E = TypeVar("E")  # a submodel element: its JSON object or its aas-core3.0 object
 _CONTAINERS = {"SubmodelElementCollection": "value", "SubmodelElementList": "value"}
 _ENTITY = "Entity"
 #: what $metadata leaves out, per modelType (only optional attributes, so it stays valid)
@@ -91,8 +97,12 @@ def jsonable(obj: Any) -> Any:
 
 
 def json_response(content: Any, status: int = 200) -> Response:
-    body = content if isinstance(content, bytes) else _dumps(content)
-    return Response(body, status_code=status, media_type="application/json")
+    return Response(json_body(content), status_code=status, media_type="application/json")
+
+
+def json_body(content: Any) -> bytes:
+    """The body of :func:`json_response`: ``content`` as compact UTF-8 JSON (bytes as is)."""
+    return content if isinstance(content, bytes) else _dumps(content)
 
 
 def _dumps(content: Any) -> bytes:
@@ -129,25 +139,64 @@ def _children(element: dict[str, Any]) -> list[dict[str, Any]]:
 
 def find_element(submodel: dict[str, Any], path: str) -> tuple[dict[str, Any], list[Any]]:
     """The element at idShortPath ``path`` (``a.b[2].c``) and the chain of elements to it."""
+    return _find(
+        submodel.get("submodelElements") or [],
+        path,
+        lambda e: e.get("idShort"),
+        lambda e: e.get("modelType") == "SubmodelElementList",
+        _children,
+    )
+
+
+def find_submodel_element(submodel: aas.Submodel, path: str) -> aas.SubmodelElement:
+    """:func:`find_element` on the submodel object itself: the same look-up and errors, but
+    only the element found needs serializing (``jsonable(found)`` is the same JSON as
+    ``find_element(jsonable(submodel), path)[0]``)."""
+    found, _ = _find(
+        list(submodel.submodel_elements or []),
+        path,
+        lambda e: e.id_short,
+        lambda e: isinstance(e, aas.SubmodelElementList),
+        _object_children,
+    )
+    return found
+
+
+def _object_children(element: aas.SubmodelElement) -> list[aas.SubmodelElement]:
+    if isinstance(element, aas.SubmodelElementCollection | aas.SubmodelElementList):
+        return list(element.value or [])
+    if isinstance(element, aas.Entity):
+        return list(element.statements or [])
+    return []
+
+
+def _find(
+    elements: Sequence[E],
+    path: str,
+    id_short: Callable[[E], str | None],
+    is_list: Callable[[E], bool],
+    children: Callable[[E], Sequence[E]],
+) -> tuple[E, list[E]]:
+    """The element at ``path`` among ``elements`` (JSON objects or aas-core3.0 objects: the
+    three functions read either) and the chain of elements to it."""
     if not _PATH.fullmatch(path):
         raise InvalidInput(
             f"{path[:80]!r} is not an idShortPath (idShorts joined by '.', list items as '[n]')"
         )
-    elements: list[dict[str, Any]] = list(submodel.get("submodelElements") or [])
-    current: dict[str, Any] | None = None
-    chain: list[dict[str, Any]] = []
+    current: E | None = None
+    chain: list[E] = []
     for part in _PATH_PART.finditer(path):
         name, index = part.group(1), part.group(2)
         if index is None:
-            current = next((e for e in elements if e.get("idShort") == name), None)
-        elif current is not None and current.get("modelType") == "SubmodelElementList":
+            current = next((e for e in elements if id_short(e) == name), None)
+        elif current is not None and is_list(current):
             current = elements[int(index)] if int(index) < len(elements) else None
         else:
             current = None
         if current is None:
             raise NotFound(f"no submodel element at idShortPath {path!r}")
         chain.append(current)
-        elements = _children(current)
+        elements = children(current)
     assert current is not None
     return current, chain
 
@@ -178,11 +227,15 @@ def _child_key(obj: dict[str, Any]) -> str | None:
 
 
 def _without_blobs(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` without the value of any Blob in it; ``obj`` itself when it holds no Blob."""
     if obj.get("modelType") == "Blob":
         return {k: v for k, v in obj.items() if k != "value"}
     key = _child_key(obj)
     if key and obj.get(key):
-        return {**obj, key: [_without_blobs(c) for c in obj[key]]}
+        children = obj[key]
+        shaped = [_without_blobs(c) for c in children]
+        if any(s is not c for s, c in zip(shaped, children, strict=True)):
+            return {**obj, key: shaped}
     return obj
 
 
@@ -272,6 +325,28 @@ def _object(elements: list[dict[str, Any]], extent: Extent) -> dict[str, Any]:
         for e in elements
         if e.get("idShort") and e.get("modelType") not in _NO_VALUE
     }
+
+
+#: the modifiers :func:`answer` applies ("" for none)
+MODIFIERS = ("", "$value", "$metadata")
+
+
+def answer(
+    obj: dict[str, Any],
+    modifier: str = "",
+    level: Level = Level.DEEP,
+    extent: Extent = Extent.WITHOUT_BLOB_VALUE,
+) -> bytes:
+    """The body of GET on one submodel or element, as is (``modifier`` ""), ``$value`` or
+    ``$metadata``: the routes and the fast lane (:mod:`metrocloud.api.aas._fast`) answer
+    through it."""
+    if modifier == "$metadata":
+        return json_body(metadata(obj))
+    if modifier == "$value":
+        return json_body(value_only(shape(obj, level, extent), extent))
+    if modifier:
+        raise ValueError(f"unknown modifier {modifier!r}; known: {MODIFIERS}")
+    return json_body(shape(obj, level, extent))
 
 
 def value_only(obj: dict[str, Any], extent: Extent = Extent.WITHOUT_BLOB_VALUE) -> Any:

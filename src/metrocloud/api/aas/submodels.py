@@ -21,8 +21,10 @@ from metrocloud.api.aas._render import (
     Extent,
     Level,
     NotApplicable,
+    answer,
     element_reference,
     find_element,
+    find_submodel_element,
     json_response,
     jsonable,
     metadata,
@@ -167,6 +169,14 @@ def _submodel(request: Request, node: Node, actor: Actor, sm_id: str) -> tuple[d
     return jsonable(sm), identifier
 
 
+def _element(request: Request, node: Node, actor: Actor, sm_id: str, path: str) -> dict[str, Any]:
+    """The element at ``path`` as JSON (only it is serialized, not the whole submodel)."""
+    record, name, _ = submodel_target(request, sm_id)
+    sm = svc.get_submodel(node, actor, record, name, base_url=base_url(request, node))
+    element: dict[str, Any] = jsonable(find_submodel_element(sm, path))
+    return element
+
+
 def _page(items: Sequence[Any], limit: int, cursor: str | None) -> tuple[list[Any], str | None]:
     """A page of a rendered submodel's elements; the cursor is the last position returned."""
     check_limit(limit)
@@ -187,7 +197,7 @@ def get_submodel(
     extent: ExtentQ = Extent.WITHOUT_BLOB_VALUE,
 ) -> Response:
     sm, _ = _submodel(request, node, actor, sm_id)
-    return json_response(shape(sm, level, extent))
+    return json_response(answer(sm, "", level, extent))
 
 
 @one.get("/$metadata")
@@ -196,7 +206,7 @@ def get_submodel_metadata(
     request: Request, node: NodeDep, actor: CurrentActor, sm_id: SmId
 ) -> Response:
     sm, _ = _submodel(request, node, actor, sm_id)
-    return json_response(metadata(sm))
+    return json_response(answer(sm, "$metadata"))
 
 
 @one.get("/$value")
@@ -210,7 +220,7 @@ def get_submodel_value(
     extent: ExtentQ = Extent.WITHOUT_BLOB_VALUE,
 ) -> Response:
     sm, _ = _submodel(request, node, actor, sm_id)
-    return json_response(value_only(shape(sm, level, extent), extent))
+    return json_response(answer(sm, "$value", level, extent))
 
 
 @one.get("/$reference")
@@ -323,9 +333,8 @@ def get_submodel_element(
     level: LevelQ = Level.DEEP,
     extent: ExtentQ = Extent.WITHOUT_BLOB_VALUE,
 ) -> Response:
-    sm, _ = _submodel(request, node, actor, sm_id)
-    element, _chain = find_element(sm, path)
-    return json_response(shape(element, level, extent))
+    element = _element(request, node, actor, sm_id, path)
+    return json_response(answer(element, "", level, extent))
 
 
 @one.get("/submodel-elements/{idShortPath}/$metadata")
@@ -333,9 +342,8 @@ def get_submodel_element(
 def get_submodel_element_metadata(
     request: Request, node: NodeDep, actor: CurrentActor, sm_id: SmId, path: IdShortPath
 ) -> Response:
-    sm, _ = _submodel(request, node, actor, sm_id)
-    element, _chain = find_element(sm, path)
-    return json_response(metadata(element))
+    element = _element(request, node, actor, sm_id, path)
+    return json_response(answer(element, "$metadata"))
 
 
 @one.get("/submodel-elements/{idShortPath}/$value")
@@ -349,9 +357,8 @@ def get_submodel_element_value(
     level: LevelQ = Level.DEEP,
     extent: ExtentQ = Extent.WITHOUT_BLOB_VALUE,
 ) -> Response:
-    sm, _ = _submodel(request, node, actor, sm_id)
-    element, _chain = find_element(sm, path)
-    return json_response(value_only(shape(element, level, extent), extent))
+    element = _element(request, node, actor, sm_id, path)
+    return json_response(answer(element, "$value", level, extent))
 
 
 @one.get("/submodel-elements/{idShortPath}/$reference")
