@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from metrocloud.ingest.mqtt import BrokerUrl, parse_broker_url
+from metrocloud.ingest.mqtt import BrokerUrl, parse_broker_url, stop_loop
 
 MQTT_URL = os.environ.get("METROCLOUD_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 
@@ -55,7 +55,7 @@ def mqtt_unreachable() -> str | None:
             return "no CONNACK within 5 s"
     finally:
         client.disconnect()
-        client.loop_stop()
+        stop_loop(client)
     return None
 
 
@@ -100,7 +100,7 @@ def purge_session(client_id: str, url: str | None = None) -> None:
         c.connect(b.host, b.port, keepalive=10, clean_start=True, properties=props)
         c.loop_start()
         c.disconnect()
-        c.loop_stop()
+        stop_loop(c)
     except OSError:
         pass
 
@@ -142,7 +142,7 @@ class Listener:
 
     def close(self) -> None:
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_loop(self.client)
 
 
 def publish(c: mqtt.Client, topic: str, payload: bytes, *, timeout: float = 30) -> None:

@@ -26,6 +26,7 @@ import pytest
 from metrocloud.device import Approval, Device, SoftwareImage, reference_software
 from metrocloud.device.device import KEY_NAME
 from metrocloud.formats.batches import SignedBatch, parse_payload, split_wire
+from metrocloud.ingest.mqtt import stop_loop
 from metrocloud.lake import DuckDBEngine, Lake
 from metrocloud.trust.keys import KeyStore, PrivateKey, PublicKey
 from tests._mqtt import Listener, client, publish, wait_until
@@ -455,7 +456,7 @@ class MqttSide:
     def close(self) -> None:
         self.listener.close()
         self.publisher.disconnect()
-        self.publisher.loop_stop()
+        stop_loop(self.publisher)
 
 
 @contextmanager

@@ -914,8 +914,10 @@ class _MqttLink:
                     return
 
     def close(self) -> None:
+        from metrocloud.ingest.mqtt import stop_loop
+
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_loop(self.client)
 
 
 @device_app.command("run")

@@ -44,6 +44,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -68,9 +69,22 @@ __all__ = [
     "outcome_payload",
     "parse_broker_url",
     "split_lines",
+    "stop_loop",
 ]
 
 log = logging.getLogger(__name__)
+
+
+def stop_loop(client: mqtt.Client) -> None:
+    """Stop ``client``'s network thread (``loop_start``) and wait for it.
+
+    After a ``disconnect`` the thread ends on its own and clears the client's reference to
+    itself (paho-mqtt 2.x, ``_thread_main``), which can happen between ``loop_stop``'s check
+    of that reference and its ``join``: an ``AttributeError`` on ``None``. A thread that is
+    already gone is a stopped loop, which is what was asked for."""
+    with suppress(AttributeError):
+        client.loop_stop()
+
 
 #: the versioned root of the topic scheme (below an optional prefix)
 TOPIC_ROOT = "metrocloud/v1"
@@ -377,7 +391,7 @@ class MqttIntake:
         if self._client.is_connected():
             # flush queued outcomes (QoS 1) as far as the broker takes them right now
             self._client.disconnect()
-        self._client.loop_stop()
+        stop_loop(self._client)
         self._worker = None
 
     # -- paho callbacks (network thread) --------------------------------------------------
