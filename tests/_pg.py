@@ -96,17 +96,35 @@ def _table_names(conn: Connection, schema: str) -> list[str]:
     )
 
 
-def _recycle(admin: Engine, schema: str) -> bool:
-    """Empty ``schema``'s tables and write the migrations' own rows again; False (the
-    caller drops it) when the test changed its tables or its lock cannot be had soon."""
+def _delete_order() -> list[str]:
+    """The product's tables, each after every table whose rows point at it (foreign keys)."""
+    from metrocloud.ledger.schema import metadata as ledger_metadata
+    from metrocloud.store.schema import metadata as registry_metadata
+
+    tables = [t for m in (registry_metadata, ledger_metadata) for t in m.sorted_tables]
+    return [t.name for t in reversed(tables)]
+
+
+def _recycle(schema: str) -> bool:
+    """Empty ``schema``'s tables, restart its sequences and write the migrations' own rows
+    again, in one transaction; False (the caller drops it) when the test changed its tables
+    or its lock cannot be had soon. ``DELETE`` in foreign-key order: on some forty small
+    tables ten times faster than ``TRUNCATE``, which makes new files for each."""
+    order = _delete_order()
+    if sorted([*order, "alembic_version"]) != _tables:
+        return False
     engine = create_engine(PG_URL)
     try:
         with engine.begin() as conn:
             conn.execute(text("SET LOCAL lock_timeout = '10s'"))
             if _table_names(conn, schema) != _tables:
                 return False
-            emptied = ", ".join(f'"{schema}"."{t}"' for t in _tables if t != "alembic_version")
-            conn.execute(text(f"TRUNCATE {emptied} RESTART IDENTITY CASCADE"))
+            sequences = conn.execute(
+                text("SELECT sequencename FROM pg_sequences WHERE schemaname = :s"), {"s": schema}
+            ).scalars()
+            script = [f'DELETE FROM "{schema}"."{t}"' for t in order]
+            script += [f'SELECT setval(\'"{schema}"."{q}"\', 1, false)' for q in sequences]
+            conn.exec_driver_sql("; ".join(script))
             for table, rows in _seed.items():
                 marks = ", ".join(f":c{i}" for i in range(len(rows[0])))
                 conn.execute(
@@ -148,7 +166,7 @@ def pooled_schema() -> Iterator[str]:
     try:
         yield schema
     finally:
-        if _recycle(admin, schema):
+        if _recycle(schema):
             _pool.append(schema)
         else:
             with admin.connect() as conn:
