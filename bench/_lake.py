@@ -16,10 +16,10 @@ import resource
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import pyarrow as pa
@@ -33,7 +33,16 @@ from metrocloud.lake import (
     Lake,
 )
 
-__all__ = ["ResultMismatch", "run_fleet_aggregates"]
+__all__ = [
+    "FLEET_PROFILES",
+    "FLEET_PROFILE_OF",
+    "LakeBuild",
+    "ResultMismatch",
+    "fleet_instruments",
+    "run_fleet_aggregates",
+    "write_fleet_lake",
+    "write_lake",
+]
 
 DAYS = 35
 SLOTS_PER_DAY = 96  # one reading every 15 minutes
@@ -173,6 +182,73 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
+class LakeBuild(NamedTuple):
+    """What :func:`write_lake` did: readings written, seconds per phase, files."""
+
+    written: int
+    gen_s: float
+    write_s: float
+    compact_s: float
+    files_before: int
+    files: int
+    partitions: int
+    bytes: int
+
+
+def write_lake(
+    root: Path,
+    gen: duckdb.DuckDBPyConnection,
+    sql: str,
+    segments: Sequence[dict[str, Any]],
+    *,
+    label: str,
+    console: Console,
+    prefix: str = "bench",
+) -> LakeBuild:
+    """A new lake at ``root``: ``sql`` (on ``gen``) run once per segment with its parameters,
+    each answer written by :meth:`Lake.write_segment` (ids ``<prefix>-00000``, ...), then
+    compacted and vacuumed."""
+    written = 0
+    gen_s = write_s = 0.0
+    with (
+        Lake.open(root, create=True) as lake,
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar,
+    ):
+        task = bar.add_task(label, total=len(segments))
+        for s, params in enumerate(segments):
+            dt, table = _timed(lambda params=params: gen.sql(sql, params=params).to_arrow_table())
+            gen_s += dt
+            dt, _ = _timed(lambda s=s, table=table: lake.write_segment(f"{prefix}-{s:05d}", table))
+            write_s += dt
+            written += table.num_rows
+            del table
+            bar.advance(task)
+        files_before = lake.stats()["files"]
+        compact_s, report = _timed(lake.compact)
+        lake.vacuum()
+        stats = lake.stats()
+    console.print(
+        f"lake: {written:,} readings, {files_before} files -> {stats['files']} after compacting "
+        f"{report.partitions} partitions in {compact_s:.1f} s; {stats['bytes'] / 2**20:,.0f} MiB"
+    )
+    return LakeBuild(
+        written,
+        gen_s,
+        write_s,
+        compact_s,
+        files_before,
+        stats["files"],
+        report.partitions,
+        stats["bytes"],
+    )
+
+
 def run_fleet_aggregates(
     readings: int, workdir: Path, *, rounds: int = 2, log: Console | None = None
 ) -> list[dict[str, Any]]:
@@ -188,43 +264,17 @@ def run_fleet_aggregates(
 
     # -- generate and write ------------------------------------------------------------
     gen = _connect(spill)
-    sql = _generate_sql(instruments)
     segments = DAYS * SLOTS_PER_DAY // SEGMENT_SLOTS
-    written = 0
-    gen_s = write_s = 0.0
-    with (
-        Lake.open(root, create=True) as lake,
-        Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar,
-    ):
-        task = bar.add_task(f"writing {instruments} instruments x {DAYS} days", total=segments)
-        for s in range(segments):
-            k0 = s * SEGMENT_SLOTS
-            dt, table = _timed(
-                lambda k0=k0: gen.sql(
-                    sql, params={"k0": k0, "k1": k0 + SEGMENT_SLOTS}
-                ).to_arrow_table()
-            )
-            gen_s += dt
-            dt, _ = _timed(lambda s=s, table=table: lake.write_segment(f"bench-{s:05d}", table))
-            write_s += dt
-            written += table.num_rows
-            del table
-            bar.advance(task)
-        files_before = lake.stats()["files"]
-        compact_s, report = _timed(lake.compact)
-        lake.vacuum()
-        stats = lake.stats()
-    gen.close()
-    console.print(
-        f"lake: {written:,} readings, {files_before} files -> {stats['files']} after compacting "
-        f"{report.partitions} partitions in {compact_s:.1f} s; {stats['bytes'] / 2**20:,.0f} MiB"
+    build = write_lake(
+        root,
+        gen,
+        _generate_sql(instruments),
+        [{"k0": s * SEGMENT_SLOTS, "k1": (s + 1) * SEGMENT_SLOTS} for s in range(segments)],
+        label=f"writing {instruments} instruments x {DAYS} days",
+        console=console,
     )
+    gen.close()
+    written, gen_s, write_s, compact_s = build.written, build.gen_s, build.write_s, build.compact_s
     scale = f"{written} readings"
 
     # -- query: through the lake, and directly -------------------------------------------
@@ -287,6 +337,221 @@ def run_fleet_aggregates(
         fig("compaction_s", compact_s, "s", None, "lower"),
         fig("lake_disk_mib", disk / 2**20, "MiB", None, "lower"),
     ]
+
+
+# -- a monitoring fleet (bench/services.py --synthetic-readings) --------------------------------
+# The simulator's mix (docs/sim.md 2), generated in DuckDB instead of signed and sent through
+# the intake: 40 % electricity (every 15 min), 20 % gas and 20 % water (hourly; water flat at
+# night), 10 % fuel dispensers (about 85 transactions a day, whole seconds), 10 % EV charging
+# points (about 6 readings a day, whole seconds); a quarter of the instruments with a daily
+# reference reading 1 ms after the register's last reading of the day (docs/sim.md 3.2).
+# Daily consumption: a level per instrument, a weekly factor the whole fleet shares and
+# lognormal noise per instrument and day; each instrument's relative error drifts linearly
+# (5 % of them cross the in-service MPE). Faults, one per instrument at most: stuck register
+# (1 to 3 days, the consumption is lost), counter reset, clock drift (2 to 20 s a day),
+# under-registration (ratio 0.75 to 0.92), reverse flow (two hours), a missing day, and
+# random hour-long gaps of the interval registers.
+
+#: index, category, quantity, unit, resolution, mean daily consumption, daily noise (sigma
+#: of the log), in-service MPE (percent, DE), accuracy class; instrument i has profile
+#: FLEET_PROFILE_OF[i % 10]
+FLEET_PROFILES = (
+    (0, "MI-003", "1-0:1.8.0", "kWh", 0.001, 8.2, 0.25, 4.0, "B"),
+    (1, "MI-002", "7-0:3.0.0", "m³", 0.001, 3.6, 0.10, 3.0, "1.5"),
+    (2, "MI-001", "8-0:1.0.0", "m³", 0.001, 0.3, 0.30, 4.0, "2"),
+    (3, "MI-005", "V-tot", "L", 0.01, 3000.0, 0.15, 1.0, "0.5"),
+    (4, "DE-EV", "1-0:1.8.0", "kWh", 0.001, 50.0, 0.50, 4.0, "B"),
+)
+FLEET_PROFILE_OF = (0, 0, 0, 0, 1, 1, 2, 2, 3, 4)
+#: register readings per instrument-day of the mix, plus a quarter reference reading
+FLEET_READINGS_PER_DAY = (4 * 96 + 2 * 24 + 2 * 24 + 192 * 0.44 + 6) / 10 + 0.25
+#: fault -> per mille of the fleet (cumulative thresholds below)
+FLEET_FAULTS = (
+    ("stuck", 20),
+    ("reset", 5),
+    ("clock", 30),
+    ("under", 10),
+    ("reverse", 10),
+    ("missing", 5),
+)
+
+
+def _fleet_setup_sql(days: int) -> str:
+    profiles = ", ".join(
+        f"({p}, '{c}', '{q}', '{u}', {r}, {m}, {s}, {mpe})"
+        for p, c, q, u, r, m, s, mpe, _ in FLEET_PROFILES
+    )
+    cases, edge = [], 0
+    for name, per_mille in FLEET_FAULTS:
+        edge += per_mille
+        cases.append(f"WHEN fault_draw < {edge} THEN '{name}'")
+    unif = "(hash(i, {n}) % 1000003) / 1000003.0"
+    return f"""
+    CREATE OR REPLACE TABLE fleet_profiles AS
+    SELECT * FROM (VALUES {profiles}) v(p, category, quantity, unit, res, mean, sigma, mpe);
+
+    CREATE OR REPLACE MACRO fleet_shape(p, x) AS
+        CASE WHEN p = 2
+             THEN CASE WHEN x < 5.0 / 24 THEN 0.0
+                       ELSE (x - 5.0 / 24) / (19.0 / 24)
+                            - 0.9 * sin(2 * pi() * (x - 5.0 / 24) / (19.0 / 24)) / (2 * pi())
+                  END
+             ELSE x - 0.9 * sin(2 * pi() * x) / (2 * pi())
+        END;
+
+    CREATE OR REPLACE TABLE fleet_ins AS
+    WITH u AS (
+        SELECT i, instrument, {_sql_list([str(x) for x in FLEET_PROFILE_OF])}[i % 10 + 1]::INTEGER
+                   AS p,
+               {unif.format(n=1)} AS u_base, {unif.format(n=2)} AS u_level,
+               hash(i, 3) % 1000 AS fault_draw, {unif.format(n=4)} AS u_day,
+               {unif.format(n=5)} AS u_param, {unif.format(n=6)} AS u_e0,
+               ({unif.format(n=7)} + {unif.format(n=8)} + {unif.format(n=9)}) * 2 - 3 AS z,
+               hash(i, 10) % 100 < 5 AS crossing, {unif.format(n=14)} AS u_cross,
+               hash(i, 11) % 4 = 0 AS has_ref,
+               CASE WHEN hash(i, 13) % 2 = 0 THEN 1 ELSE -1 END AS sign
+        FROM fleet_ids
+    ), f AS (
+        SELECT u.*, pr.mean, pr.sigma, pr.mpe,
+               CASE {" ".join(cases)} END AS fault,
+               floor({days} * (0.2 + 0.6 * u_day))::INTEGER AS fault_day,
+               pr.mpe * 0.25 * (2 * u_e0 - 1) AS e0
+        FROM u JOIN fleet_profiles pr USING (p)
+    )
+    SELECT i, instrument, p, has_ref, fault, fault_day,
+           100 + 49900 * u_base AS base,
+           mean * exp(u_level - 0.5) AS level,
+           sigma, e0,
+           CASE WHEN crossing
+                THEN (sign * mpe - e0) / ({days} * (0.2 + 0.65 * u_cross))
+                ELSE greatest(least(z * 0.15 * mpe / 365, (0.9 * mpe - abs(e0)) / {days}),
+                              -(0.9 * mpe - abs(e0)) / {days})
+           END AS drift_per_day,
+           1 + hash(i, 12) % 3 AS stuck_days,
+           sign * (2000 + 18000 * u_param) AS clock_ms_per_day,
+           0.75 + 0.17 * u_param AS under_ratio
+    FROM f;
+
+    CREATE OR REPLACE TABLE fleet_plan AS
+    WITH daily AS (
+        SELECT f.i, r.d, f.base,
+               f.level * (1 + 0.15 * sin(2 * pi() * r.d / 7))
+                   * exp(f.sigma * (((hash(f.i, r.d, 21) % 1000003) + (hash(f.i, r.d, 22)
+                     % 1000003) + (hash(f.i, r.d, 23) % 1000003)) / 1000003.0 * 2 - 3)) AS T,
+               (1 + (f.e0 + f.drift_per_day * r.d) / 100)
+                   * CASE WHEN f.fault = 'under' AND r.d >= f.fault_day THEN f.under_ratio
+                          ELSE 1 END AS g,
+               coalesce(f.fault = 'stuck' AND r.d >= f.fault_day
+                        AND r.d < f.fault_day + f.stuck_days, false) AS stuck
+        FROM fleet_ins f, range(0, {days}) r(d)
+    ), cum AS (
+        SELECT i, d, T, CASE WHEN stuck THEN 0 ELSE T * g END AS R,
+               base + coalesce(sum(T) OVER w, 0) AS true_start,
+               base + coalesce(sum(CASE WHEN stuck THEN 0 ELSE T * g END) OVER w, 0) AS reg_raw
+        FROM daily
+        WINDOW w AS (PARTITION BY i ORDER BY d ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+    )
+    SELECT c.i, c.d, c.T, c.R, c.true_start,
+           c.reg_raw - CASE WHEN f.fault = 'reset' AND c.d >= f.fault_day
+                            THEN max(CASE WHEN c.d = f.fault_day THEN c.reg_raw END)
+                                     OVER (PARTITION BY c.i)
+                            ELSE 0 END AS reg_start
+    FROM cum c JOIN fleet_ins f USING (i);
+    """
+
+
+#: one segment: six hours ($q0 to $q1 quarter hours) of day $day of the whole fleet, and on
+#: the day's last segment ($last) the reference readings
+_FLEET_SEGMENT_SQL = f"""
+WITH p AS (
+    SELECT f.*, pl.T, pl.R, pl.true_start, pl.reg_start,
+           pr.category, pr.quantity, pr.unit, pr.res
+    FROM fleet_plan pl JOIN fleet_ins f USING (i) JOIN fleet_profiles pr USING (p)
+    WHERE pl.d = $day AND NOT coalesce(f.fault = 'missing' AND f.fault_day = $day, false)
+), c AS (
+    SELECT p.*, q, j,
+           CASE p.p WHEN 3 THEN q * 900 + j * 450 + hash(i, $day, q, j, 31) % 450
+                    WHEN 4 THEN q * 900 + hash(i, $day, q, 32) % 900
+                    ELSE q * 900 END AS sec
+    FROM p, range($q0, $q1) s(q), range(0, 2) jj(j)
+    WHERE CASE p.p WHEN 0 THEN j = 0
+                   WHEN 3 THEN hash(i, $day, q, j, 33) % 1000 < 440
+                   WHEN 4 THEN j = 0 AND hash(i, $day, q, 34) % 96 < 6
+                   ELSE j = 0 AND q % 4 = 0 END
+      AND NOT (p.p <= 2 AND hash(i, ($day * 96 + q) // 4, 17) % {GAP_ONE_IN} = 0)
+), v AS (
+    SELECT c.*, sec / 86400.0 AS x,
+           ({EPOCH}::BIGINT + $day * 86400 + sec) * 1000
+               + CASE WHEN coalesce(fault = 'clock' AND $day >= fault_day, false)
+                      THEN floor(clock_ms_per_day * (($day - fault_day) * 86400 + sec) / 86400.0)
+                      ELSE 0 END::BIGINT AS ms,
+           reg_start + R * CASE
+               WHEN coalesce(fault = 'reverse' AND $day = fault_day, false) AND q BETWEEN 40 AND 47
+               THEN 2 * fleet_shape(p, 40 * 900 / 86400.0) - fleet_shape(p, sec / 86400.0)
+               ELSE fleet_shape(p, sec / 86400.0) END AS reg
+    FROM c
+), refs AS (
+    SELECT instrument, category, max(ms) + 1 AS ms, quantity || '*ref' AS quantity, unit,
+           any_value(true_start) + any_value(T) * fleet_shape(any_value(p), arg_max(x, ms))
+               AS reg,
+           any_value(res) AS res, 1000 AS seq
+    FROM v
+    WHERE has_ref AND $last
+    GROUP BY instrument, category, quantity, unit
+)
+SELECT instrument, category, to_timestamp(0) + to_milliseconds(ms) AS t, quantity,
+       round(floor(reg / res) * res, 3) AS value, unit, 0::INTEGER AS status,
+       $day::BIGINT AS batch_counter, seq::INTEGER AS seq,
+       to_timestamp(0) + to_milliseconds(ms + 2000) AS ingested_at
+FROM (
+    SELECT instrument, category, ms, quantity, unit, reg, res, q * 2 + j AS seq FROM v
+    UNION ALL
+    SELECT * FROM refs
+)
+"""
+
+
+def fleet_instruments(readings: int, days: int) -> int:
+    """The fleet size that gives about ``readings`` readings over ``days`` days."""
+    return max(10, round(readings / (FLEET_READINGS_PER_DAY * days)))
+
+
+def write_fleet_lake(
+    root: Path, instrument_ids: Sequence[str], days: int, workdir: Path, console: Console
+) -> tuple[LakeBuild, dict[str, str]]:
+    """A lake at ``root`` of the monitoring fleet (above) over ``days`` days from
+    2026-01-01: instrument ``instrument_ids[i]`` has profile ``FLEET_PROFILE_OF[i % 10]``.
+    Returns the build and the injected faults (instrument -> fault)."""
+    spill = workdir / "duckdb-tmp"
+    spill.mkdir(parents=True, exist_ok=True)
+    gen = _connect(spill)
+    try:
+        ids = pa.table(
+            {"i": pa.array(range(len(instrument_ids)), pa.int64()), "instrument": instrument_ids}
+        )
+        gen.register("fleet_ids_in", ids)
+        gen.execute("CREATE OR REPLACE TABLE fleet_ids AS SELECT * FROM fleet_ids_in")
+        gen.execute(_fleet_setup_sql(days))
+        segments = [
+            {"day": d, "q0": 24 * s, "q1": 24 * s + 24, "last": s == 3}
+            for d in range(days)
+            for s in range(4)
+        ]
+        build = write_lake(
+            root,
+            gen,
+            _FLEET_SEGMENT_SQL,
+            segments,
+            label=f"writing {len(instrument_ids)} instruments x {days} days",
+            console=console,
+            prefix="synthetic",
+        )
+        faults = dict(
+            gen.sql("SELECT instrument, fault FROM fleet_ins WHERE fault IS NOT NULL").fetchall()
+        )
+    finally:
+        gen.close()
+    return build, faults
 
 
 if __name__ == "__main__":  # pragma: no cover - use bench/lake.py

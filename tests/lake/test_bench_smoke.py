@@ -24,3 +24,32 @@ def test_run_fleet_aggregates_returns_the_figures(tmp_path: Path) -> None:
     assert by_name["lake_vs_direct_ratio"]["target"] == 1.5
     assert by_name["peak_rss_mib"]["target"] == 4096
     assert all(set(f) == {"name", "value", "unit", "target", "better", "scale"} for f in figures)
+
+
+def test_the_synthetic_monitoring_fleet_has_the_simulators_mix(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from metrocloud.lake import DuckDBEngine, Lake
+
+    bench = _load()
+    ids = [f"ins-{i:03d}" for i in range(40)]
+    build, faults = bench.write_fleet_lake(tmp_path / "lake", ids, 6, tmp_path, Console(quiet=True))
+    assert abs(build.written - bench.FLEET_READINGS_PER_DAY * 40 * 6) < 0.1 * build.written
+    assert build.files == build.partitions  # compacted: one file per partition
+    assert set(faults) <= set(ids)
+    with DuckDBEngine(Lake.open(tmp_path / "lake"), threads=1) as engine:
+        got = engine.sql(
+            "SELECT category, quantity, count(DISTINCT instrument) AS n FROM readings "
+            "GROUP BY ALL ORDER BY ALL"
+        ).to_pylist()
+    counts = {(r["category"], r["quantity"]): r["n"] for r in got}
+    registers = {(c, q): n for (c, q), n in counts.items() if not q.endswith("*ref")}
+    # 40 % electricity, 20 % gas, 20 % water, 10 % fuel, 10 % EV; a quarter with a reference
+    assert registers == {
+        ("MI-003", "1-0:1.8.0"): 16,
+        ("MI-002", "7-0:3.0.0"): 8,
+        ("MI-001", "8-0:1.0.0"): 8,
+        ("MI-005", "V-tot"): 4,
+        ("DE-EV", "1-0:1.8.0"): 4,
+    }
+    assert 0 < sum(n for (c, q), n in counts.items() if q.endswith("*ref")) < 40

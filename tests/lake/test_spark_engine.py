@@ -7,7 +7,7 @@ seconds (medians of an even count), reference readings 1 ms after the register's
 before any register reading, three categories, and three interleaved segments (DuckDB's
 window plan; after compaction its one-pass stream plan). Every method of LakeEngine is
 compared table-equal (schema, row order, every value bit for bit) under several windows,
-categories and parameters.
+categories and parameters; so is DuckDB's one-pass ``monitoring_inputs`` with Spark's.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from metrocloud.lake import (
     Snapshot,
     open_engine,
 )
-from metrocloud.lake.engine import REFERENCE_SUFFIX
+from metrocloud.lake.engine import REFERENCE_SUFFIX, MonitoringInputs
 from metrocloud.lake.spark_engine import SMALL_LAKE_CONF, SparkEngine, local_session
 from tests._java import require_java
 
@@ -159,6 +159,22 @@ def test_spark_and_duckdb_answer_equal_tables(engines: Engines, case: str) -> No
     assert got.schema == want.schema
     assert got.to_pylist() == want.to_pylist()
     assert got.equals(want)  # bit for bit, in the same order
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {},
+        {"start": _at(1, 3), "end": _at(4, 7), "category": "MI-001", "grid": timedelta(seconds=1)},
+    ],
+)
+def test_monitoring_inputs_are_equal(engines: Engines, window: dict[str, object]) -> None:
+    """DuckDB's one pass against Spark's five queries (the definition)."""
+    want = engines.duck.monitoring_inputs(**window)  # type: ignore[arg-type]
+    assert engines.duck.last_monitoring_plan == "pass"
+    got = engines.spark.monitoring_inputs(**window)  # type: ignore[arg-type]
+    for name in MonitoringInputs._fields:
+        assert getattr(got, name).equals(getattr(want, name)), name
 
 
 def test_the_lake_exercises_what_the_comparison_claims(engines: Engines) -> None:

@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from metrocloud.lake import DuckDBEngine, Lake
+from metrocloud.lake.engine import MonitoringInputs, monitoring_inputs_by_queries
 from metrocloud.services.evaluation import score_alerts, score_crossings
 from metrocloud.services.maintenance import plan_maintenance, type_reliability
-from metrocloud.services.monitoring import ALERT_KINDS, Alert, detect
+from metrocloud.services.monitoring import ALERT_KINDS, STEPS, Alert, detect
 from metrocloud.services.node import Node
 from metrocloud.services.settings import Settings
 from metrocloud.sim import SimConfig, run_simulation
@@ -90,6 +91,40 @@ def test_a_window_restricts_the_alerts(fleet: Fleet) -> None:
     # the intake's findings carry its time of receipt (today), the others lake time
     lake_time = [a for a in early if a.kind not in ("unapproved_software", "intake_quarantine")]
     assert all(a.at < first + timedelta(days=1) for a in lake_time)
+
+
+class _ByQueries:
+    """The engine, but ``monitoring_inputs`` from the five queries (its definition)."""
+
+    def __init__(self, engine: DuckDBEngine) -> None:
+        self.engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def monitoring_inputs(self, *args: Any, **kwargs: Any) -> MonitoringInputs:
+        return monitoring_inputs_by_queries(self.engine, *args, **kwargs)
+
+
+def test_detect_reads_the_lake_in_one_pass_and_finds_what_the_queries_find(
+    fleet: Fleet,
+) -> None:
+    timings: dict[str, tuple[float, float]] = {}
+    alerts = detect(fleet.node, fleet.engine, timings=timings)
+    assert fleet.engine.last_monitoring_plan == "pass"
+    assert alerts == fleet.alerts
+    assert set(timings) == set(STEPS)
+    assert all(wall >= 0 and cpu >= 0 for wall, cpu in timings.values())
+    queries: Any = _ByQueries(fleet.engine)
+    assert detect(fleet.node, queries) == alerts
+    first = datetime(START.year, START.month, START.day, tzinfo=UTC)
+    for start, end in (
+        (first + timedelta(days=2, hours=5), first + timedelta(days=14, hours=7, seconds=1)),
+        (first + timedelta(days=3, hours=1), first + timedelta(days=3, hours=20)),
+    ):
+        window = detect(fleet.node, fleet.engine, start=start, end=end)
+        assert window == detect(fleet.node, queries, start=start, end=end)
+        assert window != alerts
 
 
 def test_predicted_mpe_crossings_match_the_labels(fleet: Fleet) -> None:

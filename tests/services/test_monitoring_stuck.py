@@ -1,5 +1,6 @@
-"""The stuck-register detector asks the engine only for the runs that can matter: its alerts
-equal those of the plain rule applied to every flat run (a reference written here)."""
+"""The stuck-register detector asks the engine only for the runs that can matter
+(``stuck_cutoff``): its alerts equal those of the plain rule applied to every flat run (a
+reference written here)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metrocloud.lake.engine import FLAT_RUNS_SCHEMA
-from metrocloud.services.monitoring import Alert, Thresholds, _Instrument, _stuck
+from metrocloud.services.monitoring import Alert, Thresholds, _Instrument, _stuck, stuck_cutoff
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -99,6 +100,10 @@ def test_the_cutoff_changes_no_alert(
     ]
     th = Thresholds(stuck_min=timedelta(minutes=stuck_min), stuck_factor=factor)
     engine = _Runs(rows)
-    got = [(a.instrument, a.at) for a in _stuck(engine, reg, None, None, th)]  # type: ignore[arg-type]
+    got = [
+        (a.instrument, a.at)
+        for cat in sorted({i.category for i in reg.values()})
+        for a in _stuck(engine.flat_runs(None, None, cat, stuck_cutoff(th)), cat, reg, th)
+    ]
     assert got == _reference(rows, reg, th)
     assert all(m > timedelta(0) for m in engine.asked)  # never one row per reading

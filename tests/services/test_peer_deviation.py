@@ -348,7 +348,7 @@ def test_duckdb_and_spark_give_the_same_steps(fleet: Fleet) -> None:
 
 
 def test_a_window_keeps_whole_days_only() -> None:
-    from metrocloud.services._peer_deviation import _whole_days
+    from metrocloud.lake.engine import whole_days as _whole_days
 
     midnight = datetime(2026, 3, 2, tzinfo=UTC)
     assert _whole_days(None, None) == (None, None)

@@ -18,12 +18,15 @@ Time bounds are half-open, ``[start, end)``. A ``datetime`` must be timezone-awa
   ``regression`` where a value is lower than the previous reading's (registers are
   cumulative), ``gap`` where more than ``max_gap`` passed since the previous reading. The
   first reading in the window has no predecessor. A reading can be both (two rows).
+- **monitoring inputs** of a window and a category: the five tables batch monitoring reads
+  (:class:`MonitoringInputs`), by definition those of the five methods
+  (:func:`monitoring_inputs_by_queries`); an engine may answer them in one pass.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Final, Protocol, runtime_checkable
+from typing import Final, NamedTuple, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -41,8 +44,11 @@ __all__ = [
     "REFERENCE_SUFFIX",
     "Bound",
     "LakeEngine",
+    "MonitoringInputs",
     "day_bounds",
+    "monitoring_inputs_by_queries",
     "time_bounds",
+    "whole_days",
 ]
 
 Bound = date | datetime | None
@@ -126,6 +132,18 @@ GRID_OFFSETS_SCHEMA: Final = pa.schema(
         ("median_offset_ms", pa.float64()),
     ]
 )
+
+
+class MonitoringInputs(NamedTuple):
+    """What batch monitoring reads of one window and category (services/monitoring.py):
+    the tables of the methods of the same names, with the schemas and row orders above."""
+
+    counter_anomalies: pa.Table
+    grid_offsets: pa.Table
+    flat_runs: pa.Table
+    reference_pairs: pa.Table
+    #: over the whole days of the window (:func:`whole_days`)
+    daily_consumption: pa.Table
 
 
 @runtime_checkable
@@ -214,6 +232,20 @@ class LakeEngine(Protocol):
         (ms) of the readings from their nearest grid point."""
         ...
 
+    def monitoring_inputs(
+        self,
+        start: Bound = None,
+        end: Bound = None,
+        category: str | None = None,
+        *,
+        max_gap: timedelta = timedelta(minutes=30),
+        grid: timedelta = timedelta(minutes=15),
+        min_duration: timedelta = timedelta(hours=1),
+    ) -> MonitoringInputs:
+        """The five tables of :func:`monitoring_inputs_by_queries` (equal to them), so that
+        an engine can answer them in fewer passes over the files."""
+        ...
+
     def sql(self, query: str) -> pa.Table:
         """Escape hatch for tests and benchmarks: raw SQL over the view ``readings``."""
         ...
@@ -267,3 +299,38 @@ def day_bounds(start: date | None, end: date | None) -> tuple[date | None, date 
     if start is not None and end is not None and end < start:
         raise InvalidInput(f"end {end} is before start {start}")
     return start, end
+
+
+def whole_days(lo: datetime | None, hi: datetime | None) -> tuple[date | None, date | None]:
+    """The whole UTC days inside [lo, hi), as a half-open window of days: a partial first
+    or last day would look like a fleet-wide step of every instrument's consumption."""
+    first = None
+    if lo is not None:
+        lo = lo.astimezone(UTC)
+        first = lo.date() + timedelta(days=0 if lo.time() == time.min else 1)
+    last = None if hi is None else hi.astimezone(UTC).date()
+    if first is not None and last is not None and last < first:
+        last = first  # a window inside one day holds no whole day
+    return first, last
+
+
+def monitoring_inputs_by_queries(
+    engine: LakeEngine,
+    start: Bound = None,
+    end: Bound = None,
+    category: str | None = None,
+    *,
+    max_gap: timedelta = timedelta(minutes=30),
+    grid: timedelta = timedelta(minutes=15),
+    min_duration: timedelta = timedelta(hours=1),
+) -> MonitoringInputs:
+    """The definition of :meth:`LakeEngine.monitoring_inputs`: one query per table."""
+    lo, hi = time_bounds(start, end)
+    first, last = whole_days(lo, hi)
+    return MonitoringInputs(
+        counter_anomalies=engine.counter_anomalies(lo, hi, category, max_gap),
+        grid_offsets=engine.grid_offsets(lo, hi, category, grid),
+        flat_runs=engine.flat_runs(lo, hi, category, min_duration),
+        reference_pairs=engine.reference_pairs(lo, hi, category),
+        daily_consumption=engine.daily_consumption(first, last, category),
+    )

@@ -63,7 +63,9 @@ from metrocloud.lake.engine import (
     REFERENCE_PAIRS_SCHEMA,
     REFERENCE_SUFFIX,
     Bound,
+    MonitoringInputs,
     day_bounds,
+    monitoring_inputs_by_queries,
     time_bounds,
 )
 from metrocloud.lake.errors import EngineUnavailable
@@ -401,6 +403,21 @@ class SparkEngine:
         src, where, params = self._window(start, end, category)
         params.update(suffix=REFERENCE_SUFFIX, grid_ms=grid // timedelta(milliseconds=1))
         return self._run(GRID_OFFSETS_SQL.format(where=where), params, src, GRID_OFFSETS_SCHEMA)
+
+    def monitoring_inputs(
+        self,
+        start: Bound = None,
+        end: Bound = None,
+        category: str | None = None,
+        *,
+        max_gap: timedelta = timedelta(minutes=30),
+        grid: timedelta = timedelta(minutes=15),
+        min_duration: timedelta = timedelta(hours=1),
+    ) -> MonitoringInputs:
+        """The five queries, one after the other (their definition)."""
+        return monitoring_inputs_by_queries(
+            self, start, end, category, max_gap=max_gap, grid=grid, min_duration=min_duration
+        )
 
     def sql(self, query: str) -> pa.Table:
         """Spark SQL (not DuckDB's dialect) over the temporary view ``readings``: the whole

@@ -46,14 +46,15 @@ import math
 import warnings
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from metrocloud.domain.errors import InvalidInput
-from metrocloud.lake.engine import REFERENCE_SUFFIX, LakeEngine
+from metrocloud.lake.engine import REFERENCE_SUFFIX, LakeEngine, whole_days
 
 __all__ = [
     "PeerStep",
@@ -62,6 +63,7 @@ __all__ = [
     "day_noise",
     "find_peer_steps",
     "peer_deviation_steps",
+    "peer_steps_of",
     "relative_series",
 ]
 
@@ -330,39 +332,42 @@ def consumption_matrix(
     """From ``daily_consumption`` rows (one category): per register quantity the
     instruments, the days of the table, per quantity the (instrument x day) matrix, and the
     instruments with a reference meter (a ``*ref`` quantity; its rows are not peers)."""
-    rows = table.select(["instrument", "quantity", "day", "consumption"]).to_pydict()
-    days = sorted(set(rows["day"]))
-    col = {d: j for j, d in enumerate(days)}
-    referenced: set[str] = set()
-    cells: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for ins, q, d, c in zip(
-        rows["instrument"], rows["quantity"], rows["day"], rows["consumption"], strict=True
-    ):
-        if q.endswith(REFERENCE_SUFFIX):
-            referenced.add(ins)
-            continue
-        if c is not None:
-            cells.setdefault(q, {}).setdefault(ins, []).append((col[d], c))
+    days_col = table.column("day")
+    day_values = pc.unique(days_col)
+    day_values = day_values.take(pc.sort_indices(day_values))
+    days: list[date] = day_values.to_pylist()
+    is_ref = pc.ends_with(table.column("quantity"), REFERENCE_SUFFIX)
+    referenced = set(pc.unique(table.column("instrument").filter(is_ref)).to_pylist())
+    cells = table.filter(
+        pc.and_(pc.invert(is_ref), pc.is_valid(table.column("consumption")))
+    ).select(["instrument", "quantity", "day", "consumption"])
     names: dict[str, list[str]] = {}
     matrices: dict[str, np.ndarray] = {}
-    for q, per in sorted(cells.items()):
-        names[q] = sorted(per)
-        m = np.full((len(names[q]), len(days)), np.nan)
-        for i, ins in enumerate(names[q]):
-            for j, c in per[ins]:
-                m[i, j] = c
+    for q in sorted(pc.unique(cells.column("quantity")).to_pylist()):
+        part = cells.filter(pc.equal(cells.column("quantity"), q))
+        instruments = pc.unique(part.column("instrument"))
+        instruments = instruments.take(pc.sort_indices(instruments))
+        row = pc.index_in(part.column("instrument"), value_set=instruments).to_numpy()
+        col = pc.index_in(part.column("day"), value_set=day_values).to_numpy()
+        m = np.full((len(instruments), len(days)), np.nan)
+        m[row, col] = part.column("consumption").to_numpy()
+        names[q] = instruments.to_pylist()
         matrices[q] = m
     return names, days, matrices, referenced
 
 
-def _whole_days(lo: datetime | None, hi: datetime | None) -> tuple[date | None, date | None]:
-    """The whole UTC days inside [lo, hi): a partial first or last day would look like a
-    fleet-wide step of every instrument."""
-    first = None
-    if lo is not None:
-        lo = lo.astimezone(UTC)
-        first = lo.date() + timedelta(days=0 if lo.time() == time.min else 1)
-    return first, None if hi is None else hi.astimezone(UTC).date()
+def peer_steps_of(
+    table: pa.Table, *, registered: Mapping[str, Any], th: PeerThresholds = PeerThresholds()
+) -> list[PeerStep]:
+    """The steps of one category's ``daily_consumption`` (whole days): every registered
+    instrument without a reference meter, one peer group per register quantity."""
+    names, days, matrices, referenced = consumption_matrix(table)
+    out: list[PeerStep] = []
+    for q, m in matrices.items():
+        candidates = [n for n in names[q] if n in registered and n not in referenced]
+        if candidates:
+            out += find_peer_steps(names[q], days, m, alert_on=candidates, th=th)
+    return sorted(out, key=lambda s: s.instrument)
 
 
 def peer_deviation_steps(
@@ -375,14 +380,11 @@ def peer_deviation_steps(
     th: PeerThresholds = PeerThresholds(),
 ) -> list[PeerStep]:
     """The steps of every registered instrument without a reference meter, one peer group
-    per category and register quantity, over the whole days in [lo, hi)."""
-    start, end = _whole_days(lo, hi)
+    per category and register quantity, over the whole days in [lo, hi)
+    (:func:`~metrocloud.lake.engine.whole_days`)."""
+    start, end = whole_days(lo, hi)
     out: list[PeerStep] = []
     for cat in sorted(set(categories)):
         table = engine.daily_consumption(start, end, category=cat)
-        names, days, matrices, referenced = consumption_matrix(table)
-        for q, m in matrices.items():
-            candidates = [n for n in names[q] if n in registered and n not in referenced]
-            if candidates:
-                out += find_peer_steps(names[q], days, m, alert_on=candidates, th=th)
+        out += peer_steps_of(table, registered=registered, th=th)
     return sorted(out, key=lambda s: s.instrument)

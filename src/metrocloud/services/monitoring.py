@@ -25,40 +25,57 @@ Detectors (alert ``kind``, severity):
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import statistics
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from functools import partial
 from typing import Any, Final, Literal
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import func, select
 
 from metrocloud.domain.categories import InstrumentCategory
 from metrocloud.domain.errors import InvalidInput
 from metrocloud.domain.mpe import Line, MpeRule, Zone, in_service_factor, mpe
-from metrocloud.lake.engine import REFERENCE_SUFFIX, Bound, LakeEngine, time_bounds
-from metrocloud.services._peer_deviation import PeerThresholds, peer_deviation_steps
+from metrocloud.lake.engine import (
+    REFERENCE_PAIRS_SCHEMA,
+    REFERENCE_SUFFIX,
+    Bound,
+    LakeEngine,
+    time_bounds,
+)
+from metrocloud.services._peer_deviation import PeerStep, PeerThresholds, peer_steps_of
 from metrocloud.services.node import Node
 from metrocloud.store.schema import certificates, events, instruments, intake_flags, quarantine
 
 __all__ = [
     "ALERT_KINDS",
     "DEFAULT_THRESHOLDS",
+    "STEPS",
     "Alert",
     "DailyError",
     "Severity",
     "Thresholds",
+    "clock_grid",
     "detect",
+    "errors_of_pairs",
     "first_evidence",
     "in_service_mpe",
     "is_counter_reset",
     "max_gap",
     "nominal_interval",
     "reference_errors",
+    "stuck_cutoff",
     "theil_sen",
 ]
 
@@ -176,22 +193,43 @@ def first_evidence(kind: str, row: Mapping[str, Any]) -> tuple[datetime, str]:
 # -- small statistics ------------------------------------------------------------------------
 
 
-def theil_sen(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+def theil_sen(
+    xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.ndarray
+) -> tuple[float, float]:
     """(slope, intercept) of the Theil-Sen line: the median of the pairwise slopes, and the
-    median of ``y - slope * x``. Needs two distinct x."""
+    median of ``y - slope * x``. Needs two distinct x. (numpy: the same floating-point
+    operations as the textbook loops, so the same numbers.)"""
     if len(xs) != len(ys):
         raise InvalidInput(f"theil_sen: {len(xs)} x but {len(ys)} y")
-    slopes = [
-        (ys[j] - ys[i]) / (xs[j] - xs[i])
-        for i in range(len(xs))
-        for j in range(i + 1, len(xs))
-        if xs[j] != xs[i]
-    ]
-    if not slopes:
+    x = np.asarray(xs, dtype=np.float64)
+    y = np.asarray(ys, dtype=np.float64)
+    i, j = _pairs(x.size)
+    dx = x[j] - x[i]
+    distinct = dx != 0
+    if not distinct.any():
         raise InvalidInput("theil_sen needs at least two distinct x values")
-    slope = statistics.median(slopes)
-    intercept = statistics.median(y - slope * x for x, y in zip(xs, ys, strict=True))
-    return slope, intercept
+    slope = _median((y[j] - y[i])[distinct] / dx[distinct])
+    return slope, _median(y - slope * x)
+
+
+@functools.lru_cache(maxsize=64)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The index pairs i < j of n points."""
+    i, j = np.triu_indices(n, k=1)
+    return i, j
+
+
+def _median(values: np.ndarray) -> float:
+    """``statistics.median`` of a float array, to the sign of a zero (that one from a stable
+    sort, as Python's; a partition is enough otherwise)."""
+    n = values.size
+    h = n // 2
+    part = np.partition(values, [h - 1, h] if n % 2 == 0 else [h])
+    out = float(part[h] if n % 2 else (part[h - 1] + part[h]) / 2)
+    if out == 0.0:
+        ordered = np.sort(values, kind="stable")
+        out = float(ordered[h] if n % 2 else (ordered[h - 1] + ordered[h]) / 2)
+    return out
 
 
 def in_service_mpe(category: str, accuracy_class: str, country: str) -> Decimal:
@@ -216,23 +254,74 @@ def reference_errors(
 ) -> dict[str, list[DailyError]]:
     """Per instrument with reference readings: the daily errors of its register, in time
     order (spans where the reference did not advance are left out)."""
-    out: dict[str, list[DailyError]] = defaultdict(list)
-    previous: dict[tuple[str, str], tuple[datetime, float, float]] = {}
-    for row in engine.reference_pairs(start, end).to_pylist():
-        key = (row["instrument"], row["quantity"])
-        ref, reg = row["reference"], row["register"]
-        if key in previous:
-            t0, r0, m0 = previous[key]
-            dr = ref - r0
-            if dr > 0:
-                mid = t0 + (row["t"] - t0) / 2
-                out[key[0]].append(DailyError(mid, 100.0 * ((reg - m0) / dr - 1.0), dr))
-        previous[key] = (row["t"], ref, reg)
-    return dict(out)
+    return errors_of_pairs(engine.reference_pairs(start, end))
 
 
-def _years(t: datetime, origin: datetime) -> float:
-    return (t - origin).total_seconds() / (365 * 86400)
+def errors_of_pairs(pairs: pa.Table) -> dict[str, list[DailyError]]:
+    """:func:`reference_errors` from a ``reference_pairs`` table."""
+    return {ins: series.daily_errors() for ins, series in _error_series(pairs).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """One instrument's daily errors, as arrays (the columns of its :class:`DailyError`s)."""
+
+    #: the middles of the spans, microseconds since the epoch
+    t_us: np.ndarray
+    error_percent: np.ndarray
+    reference_increment: np.ndarray
+    #: the time zone object the engine's times come with
+    tz: tzinfo | None
+
+    def t(self, k: int) -> datetime:
+        return datetime(1970, 1, 1, tzinfo=self.tz) + timedelta(microseconds=int(self.t_us[k]))
+
+    def daily_errors(self) -> list[DailyError]:
+        epoch = datetime(1970, 1, 1, tzinfo=self.tz)
+        return [
+            DailyError(epoch + timedelta(microseconds=t), e, d)
+            for t, e, d in zip(
+                self.t_us.tolist(),
+                self.error_percent.tolist(),
+                self.reference_increment.tolist(),
+                strict=True,
+            )
+        ]
+
+
+def _error_series(pairs: pa.Table) -> dict[str, _Series]:
+    """Each reference pair against its register's previous pair, vectorised (the same
+    arithmetic as pair by pair), per instrument in time order."""
+    n = pairs.num_rows
+    if n < 2:
+        return {}
+    ins = pairs.column("instrument")
+    same = np.asarray(
+        pc.and_(
+            pc.equal(ins.slice(1), ins.slice(0, n - 1)),
+            pc.equal(pairs.column("quantity").slice(1), pairs.column("quantity").slice(0, n - 1)),
+        )
+    )
+    ref = pairs.column("reference").to_numpy()
+    reg = pairs.column("register").to_numpy()
+    dr = ref[1:] - ref[:-1]
+    k = np.flatnonzero(same & (dr > 0)) + 1
+    if not k.size:
+        return {}
+    with np.errstate(over="ignore", invalid="ignore"):  # as Python's floats: inf, nan
+        error = 100.0 * ((reg[k] - reg[k - 1]) / dr[k - 1] - 1.0)
+    t_us = pairs.column("t").cast(pa.int64()).to_numpy() * 1000  # ms: the halves are whole us
+    mids = t_us[k - 1] + (t_us[k] - t_us[k - 1]) // 2
+    tz = pairs.column("t")[0].as_py().tzinfo
+    codes = pc.dictionary_encode(ins.take(pa.array(k))).combine_chunks().indices.to_numpy()
+    cut = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    bounds = [0, *cut.tolist(), k.size]
+    names = ins.take(pa.array(k[bounds[:-1]])).to_pylist()
+    increment = dr[k - 1]
+    return {
+        names[n]: _Series(mids[lo:hi], error[lo:hi], increment[lo:hi], tz)
+        for n, (lo, hi) in enumerate(itertools.pairwise(bounds))
+    }
 
 
 # -- the detectors ---------------------------------------------------------------------------
@@ -332,173 +421,186 @@ def _security(node: Node, lo: datetime | None, hi: datetime | None) -> list[Aler
     return out
 
 
-def _counters(
-    engine: LakeEngine, reg: Mapping[str, _Instrument], start: Bound, end: Bound, th: Thresholds
-) -> list[Alert]:
+def _counters(table: pa.Table, category: str, th: Thresholds) -> list[Alert]:
+    """``counter_reset``, ``reverse_flow`` and ``gap`` of one category's registers (reference
+    quantities left out) from its ``counter_anomalies``."""
     out: list[Alert] = []
-    categories = sorted({i.category for i in reg.values()})
-    for cat in categories:
-        interval = _INTERVALS.get(cat)
-        found: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        for row in engine.counter_anomalies(
-            start, end, category=cat, max_gap=max_gap(cat, th)
-        ).to_pylist():
-            if row["quantity"].endswith(REFERENCE_SUFFIX):
-                continue
-            prev = row["previous_value"]
-            kind = row["kind"]
-            if kind == "regression":
-                reset = bool(is_counter_reset(prev, row["value"], th))
-                kind = "counter_reset" if reset else "reverse_flow"
-            found[(row["instrument"], kind)].append(row)
-        for (ins, kind), rows in sorted(found.items()):
-            first = min(rows, key=partial(first_evidence, kind))
-            evidence: dict[str, Any] = {"count": len(rows), "quantity": first["quantity"]}
-            if kind == "gap":
-                longest = max(rows, key=lambda r: r["t"] - r["previous_t"])
-                evidence.update(
-                    longest_s=(longest["t"] - longest["previous_t"]).total_seconds(),
-                    nominal_interval_s=interval.total_seconds() if interval else None,
-                )
-                severity: Severity = "warning"
-                at = first["previous_t"]
-            else:
-                evidence.update(
-                    previous_value=first["previous_value"],
-                    value=first["value"],
-                    total_decrease=sum(r["previous_value"] - r["value"] for r in rows),
-                )
-                severity = "critical"
-                at = first["t"]
-            out.append(Alert(ins, kind, severity, at, evidence))
+    interval = _INTERVALS.get(category)
+    registers = pc.invert(pc.ends_with(table.column("quantity"), REFERENCE_SUFFIX))
+    found: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in table.filter(registers).to_pylist():
+        prev = row["previous_value"]
+        kind = row["kind"]
+        if kind == "regression":
+            reset = bool(is_counter_reset(prev, row["value"], th))
+            kind = "counter_reset" if reset else "reverse_flow"
+        found[(row["instrument"], kind)].append(row)
+    for (ins, kind), rows in sorted(found.items()):
+        first = min(rows, key=partial(first_evidence, kind))
+        evidence: dict[str, Any] = {"count": len(rows), "quantity": first["quantity"]}
+        if kind == "gap":
+            longest = max(rows, key=lambda r: r["t"] - r["previous_t"])
+            evidence.update(
+                longest_s=(longest["t"] - longest["previous_t"]).total_seconds(),
+                nominal_interval_s=interval.total_seconds() if interval else None,
+            )
+            severity: Severity = "warning"
+            at = first["previous_t"]
+        else:
+            evidence.update(
+                previous_value=first["previous_value"],
+                value=first["value"],
+                total_decrease=sum(r["previous_value"] - r["value"] for r in rows),
+            )
+            severity = "critical"
+            at = first["t"]
+        out.append(Alert(ins, kind, severity, at, evidence))
     return out
 
 
-def _clock(
-    engine: LakeEngine, reg: Mapping[str, _Instrument], start: Bound, end: Bound, th: Thresholds
-) -> list[Alert]:
-    """Readings off the nominal grid: 15 minutes for interval registers (their readings lie
-    on it), whole seconds for transaction registers (their devices stamp whole seconds)."""
+def clock_grid(category: str) -> timedelta:
+    """The time grid the readings of ``category`` lie on: 15 minutes for interval
+    registers, whole seconds for transaction registers (their devices stamp whole seconds)."""
+    return timedelta(minutes=15) if category in _INTERVALS else timedelta(seconds=1)
+
+
+def _clock(table: pa.Table, category: str, th: Thresholds) -> list[Alert]:
+    """Readings off the nominal grid (:func:`clock_grid`) on ``clock_days`` days in a row,
+    from one category's ``grid_offsets``. The days of an instrument are taken in the table's
+    order (its registers one after the other); the first such run is the alert."""
     out: list[Alert] = []
-    for cat in sorted({i.category for i in reg.values()}):
-        interval = _INTERVALS.get(cat)
-        grid = timedelta(minutes=15) if interval else timedelta(seconds=1)
-        days: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for row in engine.grid_offsets(start, end, category=cat, grid=grid).to_pylist():
-            days[row["instrument"]].append(row)
-        for ins, rows in sorted(days.items()):
-            run: list[dict[str, Any]] = []
-            for row in rows:
-                bad = (
-                    abs(row["median_offset_ms"]) > th.clock_offset_ms
-                    if interval
-                    else row["off_grid"] > th.clock_off_grid_share * row["readings"]
-                )
-                run = [*run, row] if bad else []
-                if len(run) >= th.clock_days:
-                    evidence: dict[str, Any] = {
-                        "grid_s": grid.total_seconds(),
-                        "days_off_grid": sum(1 for _ in run),
-                        "first_day": run[0]["day"].isoformat(),
-                        "off_grid_share": run[-1]["off_grid"] / run[-1]["readings"],
-                    }
-                    if interval:
-                        offs = [r["median_offset_ms"] for r in rows]
-                        xs = [float(i) for i in range(len(offs))]
-                        evidence["seconds_per_day"] = theil_sen(xs, offs)[0] / 1000.0
-                        evidence["offset_s"] = run[-1]["median_offset_ms"] / 1000.0
-                    at = datetime.combine(run[0]["day"], datetime.min.time(), UTC)
-                    out.append(Alert(ins, "clock_drift", "warning", at, evidence))
-                    break
+    if table.num_rows == 0:
+        return out
+    interval = _INTERVALS.get(category)
+    grid = clock_grid(category)
+    offset = table.column("median_offset_ms").to_numpy()
+    off_grid = table.column("off_grid").to_numpy()
+    readings = table.column("readings").to_numpy()
+    bad = (
+        np.abs(offset) > th.clock_offset_ms
+        if interval
+        else off_grid > th.clock_off_grid_share * readings
+    )
+    ins = table.column("instrument")
+    new = np.ones(table.num_rows, bool)
+    new[1:] = np.asarray(pc.not_equal(ins.slice(1), ins.slice(0, table.num_rows - 1)))
+    # the length of the run of bad days ending at each row (0 on a good day)
+    k = np.arange(table.num_rows)
+    before = np.maximum.accumulate(np.where(~bad, k, np.where(new, k - 1, -1)))
+    run = np.where(bad, k - before, 0)
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], table.num_rows)
+    hits = np.flatnonzero(run >= th.clock_days)
+    first_hit = hits[np.unique(np.searchsorted(ends, hits, side="right"), return_index=True)[1]]
+    days = table.column("day")
+    names = ins.to_pylist()
+    for j in first_hit.tolist():
+        begin = j - int(run[j]) + 1
+        evidence: dict[str, Any] = {
+            "grid_s": grid.total_seconds(),
+            "days_off_grid": int(run[j]),
+            "first_day": days[begin].as_py().isoformat(),
+            "off_grid_share": int(off_grid[j]) / int(readings[j]),
+        }
+        if interval:
+            lo = int(starts[np.searchsorted(starts, j, side="right") - 1])
+            hi = int(ends[np.searchsorted(starts, j, side="right") - 1])
+            offs = offset[lo:hi].tolist()
+            xs = [float(i) for i in range(len(offs))]
+            evidence["seconds_per_day"] = theil_sen(xs, offs)[0] / 1000.0
+            evidence["offset_s"] = float(offset[j]) / 1000.0
+        at = datetime.combine(days[begin].as_py(), datetime.min.time(), UTC)
+        out.append(Alert(names[j], "clock_drift", "warning", at, evidence))
     return out
+
+
+def stuck_cutoff(th: Thresholds = DEFAULT_THRESHOLDS) -> timedelta:
+    """The shortest flat run that can matter to ``stuck_register``.
+
+    Runs shorter than the cutoff cannot change an alert: the limit is
+    max(stuck_min, factor x p90) and an alert needs a run beyond it, so a run shorter than
+    stuck_min / max(factor, 1) is never one; and the p90 of the peers' longest runs only
+    matters when factor x p90 > stuck_min, that is when p90 >= the cutoff, and the p90 of a
+    list in which the values below the cutoff are replaced by 0 is then the same. So the
+    engine returns only the runs that can matter, not one row per reading."""
+    return th.stuck_min / max(th.stuck_factor, 1.0)
 
 
 def _stuck(
-    engine: LakeEngine, reg: Mapping[str, _Instrument], start: Bound, end: Bound, th: Thresholds
+    table: pa.Table, category: str, reg: Mapping[str, _Instrument], th: Thresholds
 ) -> list[Alert]:
+    """``stuck_register`` from one category's ``flat_runs`` (at least ``stuck_cutoff``):
+    each instrument's longest run of at least ``stuck_readings`` readings (the first of
+    equal ones) against its peers' 90th percentile."""
     out: list[Alert] = []
-    # Runs shorter than the cutoff cannot change an alert: the limit is
-    # max(stuck_min, factor x p90) and an alert needs a run beyond it, so a run shorter than
-    # stuck_min / max(factor, 1) is never one; and the p90 of the peers' longest runs only
-    # matters when factor x p90 > stuck_min, that is when p90 >= the cutoff, and the p90
-    # of a list in which the values below the cutoff are replaced by 0 is then the same.
-    # So the engine returns only the runs that can matter, not one row per reading.
-    cutoff = th.stuck_min / max(th.stuck_factor, 1.0)
-    for cat in sorted({i.category for i in reg.values()}):
-        longest: dict[str, dict[str, Any]] = {}
-        for row in engine.flat_runs(start, end, category=cat, min_duration=cutoff).to_pylist():
-            if row["readings"] < th.stuck_readings:
-                continue
-            cur = longest.get(row["instrument"])
-            if cur is None or row["last_t"] - row["first_t"] > cur["last_t"] - cur["first_t"]:
-                longest[row["instrument"]] = row
-        peers = [i for i in reg.values() if i.category == cat]
-        durations = sorted((r["last_t"] - r["first_t"]).total_seconds() for r in longest.values())
-        durations += [0.0] * (len(peers) - len(durations))
-        durations.sort()
-        p90 = durations[min(len(durations) - 1, int(0.9 * len(durations)))] if durations else 0.0
-        limit = max(th.stuck_min.total_seconds(), th.stuck_factor * p90)
-        for ins, row in sorted(longest.items()):
-            seconds = (row["last_t"] - row["first_t"]).total_seconds()
-            if seconds > limit:
-                out.append(
-                    Alert(
-                        ins,
-                        "stuck_register",
-                        "critical",
-                        row["first_t"],
-                        {
-                            "flat_hours": seconds / 3600,
-                            "readings": row["readings"],
-                            "value": row["value"],
-                            "peer_limit_hours": limit / 3600,
-                            "peers": len(peers),
-                        },
-                    )
-                )
-    return out
+    table = table.filter(pc.greater_equal(table.column("readings"), th.stuck_readings))
+    first_t = table.column("first_t").cast(pa.int64()).to_numpy()
+    ms = table.column("last_t").cast(pa.int64()).to_numpy() - first_t
+    seconds = ms / 1000.0  # as timedelta.total_seconds() of whole milliseconds
+    codes = pc.dictionary_encode(table.column("instrument")).combine_chunks().indices
+    ins = codes.to_numpy(zero_copy_only=False).astype(np.int64)
+    # per instrument its longest run, the first of equal ones (the table is in order)
+    order = np.lexsort((np.arange(ins.size), -ms, ins))
+    first = order[np.unique(ins[order], return_index=True)[1]]
+    peers = sum(1 for i in reg.values() if i.category == category)
+    durations = sorted(seconds[first].tolist())
+    durations += [0.0] * (peers - len(durations))
+    durations.sort()
+    p90 = durations[min(len(durations) - 1, int(0.9 * len(durations)))] if durations else 0.0
+    limit = max(th.stuck_min.total_seconds(), th.stuck_factor * p90)
+    for j in first[seconds[first] > limit].tolist():
+        row = table.slice(j, 1).to_pylist()[0]
+        out.append(
+            Alert(
+                row["instrument"],
+                "stuck_register",
+                "critical",
+                row["first_t"],
+                {
+                    "flat_hours": float(seconds[j]) / 3600,
+                    "readings": row["readings"],
+                    "value": row["value"],
+                    "peer_limit_hours": limit / 3600,
+                    "peers": peers,
+                },
+            )
+        )
+    return sorted(out, key=lambda a: a.instrument)
 
 
-def _step(errors: Sequence[DailyError]) -> tuple[int, float] | None:
+def _step(ys: Sequence[float]) -> tuple[int, float] | None:
     """The split (index of the first day after) with the largest drop of the median daily
-    error, and the drop (percentage points, negative: registers less)."""
-    ys = [e.error_percent for e in errors]
+    error ``ys``, and the drop (percentage points, negative: registers less)."""
     n = len(ys)
-    best: tuple[int, float] | None = None
-    score = 0.0
+    if n < 4:
+        return None
+    # the split: the classic (mean) two-sample statistic, the first of its maxima over
+    # k = 2 .. n-2 (the running sums and the arithmetic are those of a loop over k)
+    k = np.arange(2, n - 1)
+    head = np.cumsum(np.asarray(ys))[1 : n - 2]
     total = sum(ys)
-    head = 0.0
-    for k in range(1, n - 1):
-        head += ys[k - 1]
-        if k < 2:
-            continue
-        # the split: the classic (mean) two-sample statistic; the jump: medians (robust)
-        weighted = abs(head / k - (total - head) / (n - k)) * math.sqrt(k * (n - k) / n)
-        if best is None or weighted > score:
-            best, score = (k, statistics.median(ys[k:]) - statistics.median(ys[:k])), weighted
-    return best
+    weighted = np.abs(head / k - (total - head) / (n - k)) * np.sqrt(k * (n - k) / n)
+    at = 0 if math.isnan(weighted[0]) else int(np.argmax(np.nan_to_num(weighted, nan=-1.0)))
+    split = int(k[at])
+    # the jump: medians (robust)
+    return split, statistics.median(ys[split:]) - statistics.median(ys[:split])
 
 
 def _metrology(
-    node: Node,
-    engine: LakeEngine,
-    reg: Mapping[str, _Instrument],
-    start: Bound,
-    end: Bound,
-    th: Thresholds,
+    node: Node, series: Mapping[str, _Series], reg: Mapping[str, _Instrument], th: Thresholds
 ) -> list[Alert]:
     out: list[Alert] = []
-    for ins, errors in sorted(reference_errors(engine, start, end).items()):
+    for ins, errors in sorted(series.items()):
         info = reg.get(ins)
-        if info is None or len(errors) < th.min_days:
+        if info is None or errors.t_us.size < th.min_days:
             continue
         limit = float(in_service_mpe(info.category, info.accuracy_class, node.country))
-        step = _step(errors)
+        ys = errors.error_percent.tolist()
+        step = _step(ys)
         if step is not None and step[1] < -th.step_points:
             k, jump = step
-            after = [e.error_percent for e in errors[k:]]
-            before = statistics.median(e.error_percent for e in errors[:k])
-            ys = [e.error_percent for e in errors]
+            after = ys[k:]
+            before = statistics.median(ys[:k])
             # sharp: the days around the split carry most of it (a fast drift does not)
             local = statistics.median(ys[k + 1 : k + 4] or ys[k:]) - statistics.median(
                 ys[max(0, k - 3) : k]
@@ -513,7 +615,7 @@ def _metrology(
                         ins,
                         "stuck_register",
                         "critical",
-                        errors[k].t - timedelta(hours=12),
+                        errors.t(k) - timedelta(hours=12),
                         {
                             "error_after_percent": level,
                             "days_after": len(after),
@@ -528,7 +630,7 @@ def _metrology(
                         ins,
                         "under_registration",
                         "critical",
-                        errors[k].t - timedelta(hours=12),
+                        errors.t(k) - timedelta(hours=12),
                         {
                             "step_points": jump,
                             "error_before_percent": before,
@@ -540,18 +642,18 @@ def _metrology(
                     )
                 )
                 continue
-        origin = errors[0].t
-        xs = [_years(e.t, origin) for e in errors]
-        ys = [e.error_percent for e in errors]
-        slope, intercept = theil_sen(xs, ys)
-        current = intercept + slope * xs[-1]
+        origin = errors.t(0)
+        # years since the first, as (t - origin).total_seconds() / (365 * 86400)
+        xs = (errors.t_us - errors.t_us[0]) / 1e6 / (365 * 86400)
+        slope, intercept = theil_sen(xs, errors.error_percent)
+        current = intercept + slope * float(xs[-1])
         if abs(current) > th.drift_fraction * limit:
             severity: Severity = "critical" if abs(current) > limit else "warning"
             # first evidence: when the fitted line passed the threshold
-            at = errors[-1].t
+            at = errors.t(len(ys) - 1)
             if slope != 0:
                 x_at = (math.copysign(th.drift_fraction * limit, current) - intercept) / slope
-                if 0 <= x_at <= xs[-1]:
+                if 0 <= x_at <= float(xs[-1]):
                     at = origin + timedelta(days=365 * x_at)
                 elif x_at < 0:
                     at = origin
@@ -565,11 +667,38 @@ def _metrology(
                         "error_percent": current,
                         "drift_percent_per_year": slope,
                         "mpe_percent": limit,
-                        "days": len(errors),
+                        "days": len(ys),
                     },
                 )
             )
     return out
+
+
+#: the steps of :func:`detect`, as its ``timings`` name them
+STEPS: Final = ("registry", "scan", "counters", "clock", "stuck", "metrology", "peer")
+
+
+class _Stopwatch:
+    """Adds each step's (wall, CPU) seconds to ``timings`` (CPU: the whole process, every
+    thread; ``time.process_time``)."""
+
+    def __init__(self, timings: dict[str, tuple[float, float]] | None) -> None:
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        if self.timings is None:
+            yield
+            return
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            w, c = self.timings.get(step, (0.0, 0.0))
+            self.timings[step] = (
+                w + time.perf_counter() - wall,
+                c + time.process_time() - cpu,
+            )
 
 
 def detect(
@@ -579,18 +708,51 @@ def detect(
     start: Bound = None,
     end: Bound = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    timings: dict[str, tuple[float, float]] | None = None,
 ) -> list[Alert]:
-    """Every alert of the registry's instruments over [start, end), by (instrument, kind)."""
+    """Every alert of the registry's instruments over [start, end), by (instrument, kind).
+
+    The lake is read once per category (:meth:`LakeEngine.monitoring_inputs`).
+    ``timings``, if given, gets the (wall, CPU) seconds of each step of :data:`STEPS`."""
+    th = thresholds
+    step = _Stopwatch(timings)
     lo, hi = time_bounds(start, end)
-    reg = _registry(node)
-    alerts: list[Alert] = []
-    alerts += _security(node, lo, hi)
-    alerts += _counters(engine, reg, lo, hi, thresholds)
-    alerts += _clock(engine, reg, lo, hi, thresholds)
-    alerts += _stuck(engine, reg, lo, hi, thresholds)
-    alerts += _metrology(node, engine, reg, lo, hi, thresholds)
-    cats = {i.category for i in reg.values()}
-    for s in peer_deviation_steps(engine, cats, lo, hi, registered=reg, th=thresholds.peer):
+    with step("registry"):
+        reg = _registry(node)
+        alerts: list[Alert] = _security(node, lo, hi)
+    counters: list[Alert] = []
+    clocks: list[Alert] = []
+    stuck: list[Alert] = []
+    steps: list[PeerStep] = []
+    pairs: list[pa.Table] = []
+    for cat in sorted({i.category for i in reg.values()}):
+        with step("scan"):
+            got = engine.monitoring_inputs(
+                lo,
+                hi,
+                cat,
+                max_gap=max_gap(cat, th),
+                grid=clock_grid(cat),
+                min_duration=stuck_cutoff(th),
+            )
+        with step("counters"):
+            counters += _counters(got.counter_anomalies, cat, th)
+        with step("clock"):
+            clocks += _clock(got.grid_offsets, cat, th)
+        with step("stuck"):
+            stuck += _stuck(got.flat_runs, cat, reg, th)
+        with step("peer"):
+            steps += peer_steps_of(got.daily_consumption, registered=reg, th=th.peer)
+        pairs.append(got.reference_pairs)
+    with step("metrology"):
+        # per category, as the engine answers them; an instrument has one category
+        joined = pa.concat_tables(pairs) if pairs else REFERENCE_PAIRS_SCHEMA.empty_table()
+        joined = joined.sort_by(
+            [("instrument", "ascending"), ("quantity", "ascending"), ("t", "ascending")]
+        )
+        metrology = _metrology(node, _error_series(joined), reg, th)
+    alerts += counters + clocks + stuck + metrology
+    for s in sorted(steps, key=lambda s: s.instrument):
         alerts.append(Alert(s.instrument, "peer_deviation", s.severity, s.at, s.evidence()))
     # one alert per instrument and kind: the first evidence
     first: dict[tuple[str, str], Alert] = {}
