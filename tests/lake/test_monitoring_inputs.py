@@ -1,6 +1,6 @@
 """DuckDB's one-pass ``monitoring_inputs`` answers exactly what the five queries answer.
 
-The pass (lake/duckdb_engine.py, "monitoring inputs in one pass") relies on the lake's file
+The pass (lake/_duckdb_monitoring.py, "monitoring inputs in one pass") relies on the lake's file
 order and stitches runs across days; each test builds a lake where one of its paths matters
 and compares every table, bit for bit and in order, with ``monitoring_inputs_by_queries``
 on the same engine (the queries themselves are compared with Spark's in
