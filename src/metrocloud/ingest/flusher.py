@@ -67,7 +67,11 @@ __all__ = ["IntakeLogCorrupt", "LakeFlusher"]
 
 log = logging.getLogger(__name__)
 _UTC_MS = pa.timestamp("ms", tz="UTC")
+#: the day of a UTC time is that of the same wall time without a zone: Arrow casts
+#: zone-less timestamps to dates without a time zone lookup per value (ten times faster)
+_NAIVE_MS = pa.timestamp("ms")
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+_PADDING = (b"", b"===", b"==", b"=")  # by length % 4 (unpadded base64url)
 _PREFIX = len(b"MCB1.")
 #: batches decoded together (bounds the decoder's temporary memory)
 _DECODE_CHUNK = 2_000
@@ -363,7 +367,7 @@ def _payload(wire: bytes, digest: str) -> bytes:
     end = line.find(b".", _PREFIX)
     text = line[_PREFIX:end] if line.startswith(b"MCB1.") and end > 0 else b""
     try:
-        payload = binascii.a2b_base64(text.translate(_URL_TO_STD) + b"=" * (-len(text) % 4))
+        payload = binascii.a2b_base64(text.translate(_URL_TO_STD) + _PADDING[len(text) & 3])
     except binascii.Error:
         payload = b""
     if not text or hashlib.sha256(payload).hexdigest() != digest:
@@ -408,11 +412,13 @@ def _decode(rows: Sequence[Any]) -> list[_Decoded]:
     """The payloads of ``rows`` (checked against their digests), split into fields."""
     pause = TURNS.pause_for_writers  # a write transaction of this process goes first
     decoded: list[_Decoded] = []
+    append = decoded.append
+    canonical = _CANONICAL.fullmatch
     for row in rows:
         pause()
         payload = _payload(row.wire, row.digest)
-        m = _CANONICAL.fullmatch(payload)
-        decoded.append((row, payload, None if m is None else m.groups()))
+        m = canonical(payload)
+        append((row, payload, None if m is None else m.groups()))
     return decoded
 
 
@@ -444,12 +450,11 @@ def _columns(decoded: Sequence[_Decoded]) -> _Columns:
     def per_batch(values: list[Any], kind: pa.DataType) -> pa.Array:
         return pa.array(values, kind).take(parents)
 
-    ts = t.cast(_UTC_MS)
     arrays = {
         "instrument": per_batch(instruments, pa.string()),
         "category": per_batch([row.category for row in rows], pa.string()),
-        "day": ts.cast(pa.date32()),
-        "t": ts,
+        "day": t.cast(_NAIVE_MS).cast(pa.date32()),
+        "t": t.cast(_UTC_MS),
         "quantity": per_batch(quantities, pa.string()),
         "value": value,
         "unit": per_batch(units, pa.string()),

@@ -322,6 +322,28 @@ class Outcome:
         return out
 
 
+_object_new = object.__new__
+_set_status, _set_reason, _set_detail, _set_instrument, _set_counter, _set_readings, _set_flags = (
+    Outcome.__dict__[name].__set__
+    for name in ("status", "reason", "detail", "instrument", "counter", "readings", "flags")
+)
+
+
+def _accepted(instrument: str, counter: int, readings: int, flags: tuple[str, ...]) -> Outcome:
+    """``Outcome("accepted", None, None, instrument, counter, readings, flags)``, built by
+    setting its slots (the frozen dataclass's ``__init__`` goes through
+    ``object.__setattr__`` once per field: a few microseconds a batch)."""
+    outcome = _object_new(Outcome)
+    _set_status(outcome, "accepted")
+    _set_reason(outcome, None)
+    _set_detail(outcome, None)
+    _set_instrument(outcome, instrument)
+    _set_counter(outcome, counter)
+    _set_readings(outcome, readings)
+    _set_flags(outcome, flags)
+    return outcome
+
+
 class _Reject(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -341,7 +363,7 @@ class _Instrument:
     approved: frozenset[str]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Counter:
     counter: int
     digest: str
@@ -351,8 +373,18 @@ class _Counter:
     new: bool = False
 
 
-#: one checked line: (line, payload or None, instrument or None, early rejection or None)
-_Checked = tuple[bytes, BatchPayload | None, _Instrument | None, _Reject | None]
+#: What checks 2 to 7 need of a parsed batch: (instrument, key, counter, prev, software,
+#: digest, first t, last t, readings). Plain values only: the columns the parser decoded
+#: are freed as soon as a line is parsed, not kept (and traversed by the garbage collector)
+#: until its submission is stored, and the collector stops tracking the tuple itself.
+_Batch = tuple[str, str, int, str, str, str, int, int, int]
+#: one checked line: (line, batch or None, instrument or None, early rejection or None)
+_Checked = tuple[bytes, _Batch | None, _Instrument | None, _Reject | None]
+
+
+def _batch(p: BatchPayload) -> _Batch:
+    t = p.t
+    return (p.instrument, p.key, p.counter, p.prev, p.software, p.digest, t[0], t[-1], len(t))
 
 
 @dataclass
@@ -525,31 +557,32 @@ class Intake:
     def _check(self, sub: _Submission) -> None:
         """Checks 1 to 4 of every line of ``sub`` (the registry facts of all its instruments
         come from the cache or from one query)."""
-        rows: list[tuple[bytes, bytes, bytes, BatchPayload | None, _Reject | None]] = []
+        rows: list[tuple[bytes, bytes, bytes, _Batch | None, _Reject | None]] = []
         wanted: set[str] = set()
         pause = TURNS.pause
         for line in sub.lines:
             pause()
             try:
                 payload, signature = split_wire(bytes(line).strip())
-                p = parse_payload(payload)
+                batch = _batch(parse_payload(payload))
             except InvalidInput as exc:
                 rows.append((line, b"", b"", None, _Reject("malformed", str(exc))))
                 continue
-            wanted.add(p.instrument)
-            rows.append((line, payload, signature, p, None))
+            wanted.add(batch[0])
+            rows.append((line, payload, signature, batch, None))
         facts = self._instruments(wanted)
         checked: list[_Checked] = []
+        append = checked.append
         for line, payload, signature, parsed, early in rows:
             pause()
             if parsed is None:
-                checked.append((line, None, None, early))
+                append((line, None, None, early))
                 continue
             try:
-                inst = _keys_check(parsed, facts[parsed.instrument], payload, signature)
-                checked.append((line, parsed, inst, None))
+                inst = _keys_check(parsed, facts[parsed[0]], payload, signature)
+                append((line, parsed, inst, None))
             except _Reject as rej:
-                checked.append((line, parsed, None, rej))
+                append((line, parsed, None, rej))
         sub.checked = checked
 
     def _instruments(self, ids: Iterable[str]) -> dict[str, _Instrument | None]:
@@ -644,10 +677,10 @@ class Intake:
             counters = self._counters(
                 conn,
                 {
-                    p.key
+                    batch[1]
                     for sub in group
-                    for _, p, _, r in sub.checked or ()
-                    if p is not None and r is None
+                    for _, batch, _, r in sub.checked or ()
+                    if batch is not None and r is None
                 },
             )
             statuses: dict[tuple[str, date], CertificateStatus] = {}
@@ -679,10 +712,10 @@ class Intake:
         today = _day(now_ms)
         outcomes: list[Outcome] = []
         append = outcomes.append
-        for line, parsed, inst, early in sub.checked or ():
+        for line, batch, inst, early in sub.checked or ():
             reject = early
             if reject is None:
-                assert parsed is not None and inst is not None
+                assert batch is not None and inst is not None
                 key = (inst.certificate_id, today)
                 status = statuses.get(key)
                 if status is None:
@@ -694,7 +727,7 @@ class Intake:
                         self._decide(
                             conn,
                             line,
-                            parsed,
+                            batch,
                             inst,
                             status,
                             counters,
@@ -707,7 +740,7 @@ class Intake:
                     continue
                 except _Reject as late:
                     reject = late
-            append(_quarantine(line, parsed, reject, received_at, transport, plan))
+            append(_quarantine(line, batch, reject, received_at, transport, plan))
         return outcomes
 
     def _counters(self, conn: Connection, keys_wanted: Iterable[str]) -> dict[str, _Counter]:
@@ -724,7 +757,7 @@ class Intake:
         self,
         conn: Connection,
         line: bytes,
-        p: BatchPayload,
+        batch: _Batch,
         inst: _Instrument,
         status: CertificateStatus,
         counters: dict[str, _Counter],
@@ -733,28 +766,29 @@ class Intake:
         transport: str,
         plan: _Plan,
     ) -> Outcome:
-        last = counters.get(p.key)
+        instrument, key, counter, prev, software, digest, first, latest, n = batch
+        last = counters.get(key)
         expected = 1 if last is None else last.counter + 1
-        if p.counter < expected:
+        if counter < expected:
             stored = conn.execute(
                 select(intake_batches.c.digest).where(
-                    intake_batches.c.key_id == p.key, intake_batches.c.counter == p.counter
+                    intake_batches.c.key_id == key, intake_batches.c.counter == counter
                 )
             ).scalar()
             if stored is None:  # from this very transaction, not yet written
-                stored = plan.accepted.get((p.key, p.counter))
-            if stored == p.digest:
-                return Outcome("duplicate", None, None, p.instrument, p.counter, len(p))
+                stored = plan.accepted.get((key, counter))
+            if stored == digest:
+                return Outcome("duplicate", None, None, instrument, counter, n)
             raise _Reject(
                 "counter-rollback",
-                f"counter {p.counter} of key {p.key} is behind the accepted {expected - 1}"
+                f"counter {counter} of key {key} is behind the accepted {expected - 1}"
                 + (" and differs from the batch accepted with it" if stored else ""),
             )
-        if p.counter == expected and last is not None and p.prev != last.digest:
+        if counter == expected and last is not None and prev != last.digest:
             raise _Reject(
                 "chain-broken",
-                f"batch {p.counter} names previous digest {p.prev}, but batch {last.counter} "
-                f"of key {p.key} has digest {last.digest}",
+                f"batch {counter} names previous digest {prev}, but batch {last.counter} "
+                f"of key {key} has digest {last.digest}",
             )
         if status is not CertificateStatus.VALID:
             raise _Reject(
@@ -762,13 +796,11 @@ class Intake:
                 f"certificate {inst.certificate_id} of {inst.id} is {status.value}: "
                 "it approves no software",
             )
-        if p.software not in inst.approved:
+        if software not in inst.approved:
             raise _Reject(
                 "unapproved-software",
-                f"software {p.software} is not approved by certificate {inst.certificate_id}",
+                f"software {software} is not approved by certificate {inst.certificate_id}",
             )
-        t = p.t
-        first, latest = t[0], t[-1]
         limits = self.limits
         if latest > now_ms + limits.max_skew_ms:
             raise _Reject(
@@ -784,28 +816,27 @@ class Intake:
                 f"{_iso(last.last_t)}",
             )
         flags: tuple[str, ...] = ()
-        if p.counter > expected:  # accepted, and the instrument is flagged
+        if counter > expected:  # accepted, and the instrument is flagged
             flags = ("counter-gap",)
             plan.flags.append(
                 (
-                    p.instrument,
+                    instrument,
                     "counter-gap",
-                    f"key {p.key}: counter {p.counter} follows {expected - 1}; "
-                    f"{p.counter - expected} batch(es) missing",
+                    f"key {key}: counter {counter} follows {expected - 1}; "
+                    f"{counter - expected} batch(es) missing",
                     received_at,
                 )
             )
         if last is None:
-            last = counters[p.key] = _Counter(p.counter, p.digest, latest, p.instrument, new=True)
-        last.counter, last.digest, last.last_t, last.dirty = p.counter, p.digest, latest, True
-        n = len(t)
-        plan.accepted[(p.key, p.counter)] = p.digest
+            last = counters[key] = _Counter(counter, digest, latest, instrument, new=True)
+        last.counter, last.digest, last.last_t, last.dirty = counter, digest, latest, True
+        plan.accepted[(key, counter)] = digest
         plan.batches.append(
             (
-                p.key,
-                p.counter,
-                p.digest,
-                p.instrument,
+                key,
+                counter,
+                digest,
+                instrument,
                 inst.category,
                 n,
                 first,
@@ -814,8 +845,8 @@ class Intake:
                 transport,
             )
         )
-        plan.wires.append((p.key, p.counter, bytes(line)))
-        return Outcome("accepted", None, None, p.instrument, p.counter, n, flags)
+        plan.wires.append((key, counter, bytes(line)))
+        return _accepted(instrument, counter, n, flags)
 
     def _save_counters(self, conn: Connection, counters: dict[str, _Counter]) -> None:
         new = [
@@ -855,20 +886,21 @@ def _select_in(
 
 
 def _keys_check(
-    p: BatchPayload, inst: _Instrument | None, payload: bytes, signature: bytes
+    batch: _Batch, inst: _Instrument | None, payload: bytes, signature: bytes
 ) -> _Instrument:
     """Checks 2 to 4 of one parsed batch; its instrument's facts if they pass."""
     if inst is None:
-        raise _Reject("unknown-instrument", f"no instrument {p.instrument} on this node")
-    key = inst.keys.get(p.key)
+        raise _Reject("unknown-instrument", f"no instrument {batch[0]} on this node")
+    key_id = batch[1]
+    key = inst.keys.get(key_id)
     if key is None:
         raise _Reject(
             "unknown-key",
-            f"key {p.key} is not a device key of instrument {inst.id}",
+            f"key {key_id} is not a device key of instrument {inst.id}",
         )
     public_key, revoked = key
     if revoked:
-        raise _Reject("revoked-key", f"device key {p.key} of {inst.id} is revoked")
+        raise _Reject("revoked-key", f"device key {key_id} of {inst.id} is revoked")
     try:
         verify_batch(payload, signature, public_key)
     except VerificationError as exc:
@@ -878,14 +910,15 @@ def _keys_check(
 
 def _quarantine(
     line: bytes,
-    parsed: BatchPayload | None,
+    batch: _Batch | None,
     rej: _Reject,
     received_at: str,
     transport: str,
     plan: _Plan,
 ) -> Outcome:
-    instrument = parsed.instrument if parsed else None
-    counter = parsed.counter if parsed else None
+    instrument, key, counter, readings = (
+        (None, None, None, 0) if batch is None else (batch[0], batch[1], batch[2], batch[8])
+    )
     plan.rejected.append(
         (
             received_at,
@@ -893,16 +926,14 @@ def _quarantine(
             rej.reason,
             rej.detail,
             instrument,
-            parsed.key if parsed else None,
+            key,
             counter,
             bytes(line),
         )
     )
     if rej.reason == "unapproved-software" and instrument is not None:
         plan.flags.append((instrument, "unapproved-software", rej.detail, received_at))
-    return Outcome(
-        "rejected", rej.reason, rej.detail, instrument, counter, len(parsed) if parsed else 0
-    )
+    return Outcome("rejected", rej.reason, rej.detail, instrument, counter, readings)
 
 
 def _day(ms: int) -> date:
