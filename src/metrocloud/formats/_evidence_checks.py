@@ -185,7 +185,9 @@ def check_extract(
     """The Parquet extract: parses, has :data:`EXTRACT_SCHEMA`, ``rows`` rows, all the
     instrument's, none null in :data:`KEY_COLUMNS`, every ``t`` in ``[start, end)``."""
     try:
-        table = pq.read_table(io.BytesIO(data))
+        # one thread: the extract is small and untrusted, and a read that leaves Arrow's
+        # thread pool busy can abort the process at exit (apache/arrow#34314)
+        table = pq.read_table(io.BytesIO(data), use_threads=False, pre_buffer=False)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...: all mean "not Parquet"
         raise _fail(
             f"readings extract does not parse as Parquet: {exc}", "Apache Parquet"
