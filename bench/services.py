@@ -232,14 +232,6 @@ def register_fleet(node: Any, count: int) -> list[str]:
     from metrocloud.services import parties as pty
     from metrocloud.services.common import Actor
 
-    def actor(party: dict[str, Any]) -> Actor:
-        return Actor(
-            party_id=party["id"],
-            role=PartyRole(party["role"]),
-            country=party["country"],
-            public_key=party["public_key"],
-        )
-
     nb, _ = pty.admit_party(
         node, None, name="Synthetic NB", role=PartyRole.NOTIFIED_BODY, nb_number="9999"
     )
@@ -250,7 +242,7 @@ def register_fleet(node: Any, count: int) -> list[str]:
         software = identify(f"SYN-{p}-FW", "1.0.0", {"metering": f"synthetic {p}".encode()})
         cert, _ = certs.issue_certificate(
             node,
-            actor(nb),
+            Actor.of_party(nb),
             certs.CertificateDraft(
                 number=f"SYN-{category}",
                 holder_id=maker["id"],
@@ -272,7 +264,7 @@ def register_fleet(node: Any, count: int) -> list[str]:
             )
             for i in range(lo, min(count, lo + step))
         ]
-        refs, _ = inst.register_instruments(node, actor(maker), drafts)
+        refs, _ = inst.register_instruments(node, Actor.of_party(maker), drafts)
         ids += [r["id"] for r in refs]
     return ids
 

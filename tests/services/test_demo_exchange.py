@@ -16,13 +16,13 @@ from metrocloud.domain.parties import PartyRole
 from metrocloud.services import exchange as xch
 from metrocloud.services import parties as pty
 from metrocloud.services._demo_exchange import (
-    actor_of,
     admit_with_keys,
     receive_document,
     register_encryption_key,
     send_document,
     technical_file,
 )
+from metrocloud.services.common import Actor
 from metrocloud.services.node import Node
 from metrocloud.trust.keys import KeyStore, PublicKey
 
@@ -82,7 +82,7 @@ def test_a_party_admitted_with_keys_sends_and_receives_with_them(
     opened, receipt = receive_document(node, nb, nb_keys, mid)
     assert opened == doc
     receipt.verify(nb_keys.signing.public_key)
-    [stored] = xch.list_receipts(node, actor_of(man), mid)
+    [stored] = xch.list_receipts(node, Actor.of_party(man), mid)
     assert stored["recipient_id"] == nb["id"]
     with pytest.raises(VerificationError):
         receipt.verify(man_keys.signing.public_key)

@@ -48,7 +48,6 @@ from metrocloud.trust.receipts import Receipt, sign_receipt
 __all__ = [
     "PartyKeys",
     "SeededMessage",
-    "actor_of",
     "admit_with_keys",
     "private_directory",
     "receive_document",
@@ -85,15 +84,6 @@ class SeededMessage:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.document).hexdigest()
-
-
-def actor_of(party: dict[str, Any]) -> Actor:
-    return Actor(
-        party_id=party["id"],
-        role=PartyRole(party["role"]),
-        country=party["country"],
-        public_key=party["public_key"],
-    )
 
 
 def private_directory(path: Path) -> Path:
@@ -148,7 +138,7 @@ def register_encryption_key(node: Node, party: dict[str, Any], keys: PartyKeys) 
     passphrase = KeyStore.passphrase_from(keys.directory)
     key = load_or_create_encryption_key(keys.directory, passphrase, keys.party_id)
     binding = bind_encryption_key(keys.party_id, key.public_key, keys.signing)
-    xch.register_key(node, actor_of(party), binding.to_json())
+    xch.register_key(node, Actor.of_party(party), binding.to_json())
     return PartyKeys(
         party_id=keys.party_id, directory=keys.directory, signing=keys.signing, encryption=key
     )
@@ -176,7 +166,7 @@ def send_document(
     """``metrocloud exchange send`` at the sender's node: each recipient's key fetched there
     (from its home node for a party homed elsewhere) and checked, the document sealed on the
     sender's side, the envelope and ciphertext uploaded. Returns the message id."""
-    actor = actor_of(sender)
+    actor = Actor.of_party(sender)
     recipients = [
         (p, _checked_binding(xch.get_key(node, actor, p), p).public_key) for p in recipient_ids
     ]
@@ -202,7 +192,7 @@ def receive_document(
     sender's node through the grid when the sender is homed elsewhere)."""
     if keys.encryption is None:
         raise Conflict(f"{keys.party_id} holds no encryption key; it takes no part in exchange")
-    actor = actor_of(recipient)
+    actor = Actor.of_party(recipient)
     env = Envelope.from_json(xch.get_message(node, actor, message_id)["envelope"])
     sender_key = PublicKey.from_spki_b64(pty.get_party(node, env.sender)["public_key"])
     opener = open_envelope(

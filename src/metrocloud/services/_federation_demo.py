@@ -49,13 +49,13 @@ from metrocloud.services import parties as pty
 from metrocloud.services._demo_exchange import (
     PartyKeys,
     SeededMessage,
-    actor_of,
     admit_with_keys,
     receive_document,
     register_encryption_key,
     send_document,
     technical_file,
 )
+from metrocloud.services.common import Actor
 from metrocloud.services.demo import ROLES
 from metrocloud.services.node import Node
 from metrocloud.trust.keys import PrivateKey
@@ -106,7 +106,7 @@ _TYPES = [
 #: the party groups of a nation, in the order of ROLES (the first party of each gets a token)
 _GROUPS = ("admin", "nb", "man", "op", "auth")
 _ROLE_OF = dict(zip(_GROUPS, ROLES, strict=True))
-_actor = actor_of
+_actor = Actor.of_party
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -47,6 +47,17 @@ class Actor:
 
     def is_(self, *roles: PartyRole) -> bool:
         return self.role in roles
+
+    @classmethod
+    def of_party(cls, party: Mapping[str, Any]) -> Actor:
+        """The party of a registry record (``admit_party``'s answer) acting on its own node,
+        without a token (the demo, the simulator, benchmarks)."""
+        return cls(
+            party_id=party["id"],
+            role=PartyRole(party["role"]),
+            country=party["country"],
+            public_key=party["public_key"],
+        )
 
 
 def article(word: str) -> str:

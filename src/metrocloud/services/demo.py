@@ -107,15 +107,6 @@ class DemoPopulation:
     exchange: SeededMessage | None = None
 
 
-def _actor(party: dict[str, Any]) -> Actor:
-    return Actor(
-        party_id=party["id"],
-        role=PartyRole(party["role"]),
-        country=party["country"],
-        public_key=party["public_key"],
-    )
-
-
 def _software(name: str, version: str) -> SoftwareIdentification:
     digest = hashlib.sha256(f"{name} {version}".encode()).hexdigest()
     return SoftwareIdentification(
@@ -203,7 +194,7 @@ class _Seeder:
                 valid_until=issued.replace(year=issued.year + 10),
                 rated_conditions={"temperature": "-25 °C .. +55 °C", "environment": "M1/E2"},
             )
-            cert, _ = certs.issue_certificate(self.node, _actor(nb), draft)
+            cert, _ = certs.issue_certificate(self.node, Actor.of_party(nb), draft)
             out.append((cert, man))
         self.step("certificates", 20, 20)
         return out
@@ -226,13 +217,13 @@ class _Seeder:
                 )
                 for n in range(n_here)
             ]
-            refs, _ = inst.register_instruments(self.node, _actor(man), drafts)
+            refs, _ = inst.register_instruments(self.node, Actor.of_party(man), drafts)
             created.extend((r["id"], man) for r in refs)
             total += n_here
             self.step("instruments", total, count)
             decl.declare_conformity(
                 self.node,
-                _actor(man),
+                Actor.of_party(man),
                 certificate_id=cert["id"],
                 instrument_ids=[r["id"] for r in refs][:2000],
                 module=ConformityModule.D,
@@ -246,7 +237,7 @@ class _Seeder:
         for party, drafts in self.batches.values():
             for start in range(0, len(drafts), 2000):
                 chunk = drafts[start : start + 2000]
-                self.events += len(ev.record_events(self.node, _actor(party), chunk))
+                self.events += len(ev.record_events(self.node, Actor.of_party(party), chunk))
         self.batches.clear()
         self.step("events", self.events, self.events)
 
@@ -331,7 +322,7 @@ class _Seeder:
         ):
             certs.change_certificate(
                 self.node,
-                _actor(nbs[cert["notified_body_id"]]),
+                Actor.of_party(nbs[cert["notified_body_id"]]),
                 cert["id"],
                 action,
                 reason="demo: non-conformity found during surveillance",

@@ -142,15 +142,6 @@ def _software(profile: Profile) -> tuple[SoftwareIdentification, SoftwareIdentif
     return approved, modified
 
 
-def _actor(party: Mapping[str, Any]) -> Actor:
-    return Actor(
-        party_id=party["id"],
-        role=PartyRole(party["role"]),
-        country=party["country"],
-        public_key=party["public_key"],
-    )
-
-
 def _party(node: Node, name: str, role: PartyRole) -> dict[str, Any]:
     """The party ``name`` of ``role`` (from an earlier run), else a newly admitted one."""
     with node.db.read() as conn:
@@ -224,7 +215,7 @@ def _certificates(node: Node, reg: _Registry, start: date) -> dict[str, tuple[st
             issued = start - timedelta(days=3 * 365)
             cert, _ = certs.issue_certificate(
                 node,
-                _actor(reg.nb),
+                Actor.of_party(reg.nb),
                 certs.CertificateDraft(
                     number=number,
                     holder_id=man["id"],
@@ -256,7 +247,7 @@ def _register(node: Node, reg: _Registry, plan: FleetPlan, progress: Progress) -
     done = 0
     progress("register", 0, n)
     for key, indexes in by_profile.items():
-        man = _actor(reg.manufacturers[key])
+        man = Actor.of_party(reg.manufacturers[key])
         for lo in range(0, len(indexes), limit):
             part = indexes[lo : lo + limit]
             drafts = []
@@ -284,8 +275,8 @@ def _register(node: Node, reg: _Registry, plan: FleetPlan, progress: Progress) -
     done = 0
     progress("in service", 0, n)
     for key, indexes in by_profile.items():
-        man = _actor(reg.manufacturers[key])
-        op = _actor(reg.operators[key])
+        man = Actor.of_party(reg.manufacturers[key])
+        op = Actor.of_party(reg.operators[key])
         _record(
             node,
             man,
@@ -495,7 +486,7 @@ def run_simulation(node: Node, config: SimConfig, *, progress: Progress | None =
         software = _certificates(node, reg, start)
         step("setup", 1, 1)
         _register(node, reg, plan, step)
-        head_end = _actor(reg.operators[sorted(reg.operators)[0]])
+        head_end = Actor.of_party(reg.operators[sorted(reg.operators)[0]])
         t0 = time.monotonic()
         states, tally = _simulate(node, plan, reg, software, head_end, config, flusher, step)
         step("lake", 0, 1)
@@ -611,7 +602,7 @@ def _simulate(
 
     def finish_day(day: int) -> None:
         for key, drafts in _seal_events(plan, reg, day).items():
-            _record(node, _actor(reg.operators[key]), drafts)
+            _record(node, Actor.of_party(reg.operators[key]), drafts)
         while tally.readings_accepted - flusher.readings_flushed > _BACKLOG:
             time.sleep(0.05)
 
