@@ -17,9 +17,12 @@ from metrocloud.cli import (
     verification,  # noqa: F401  (verification run)
 )
 from metrocloud.cli._common import app, err, out
+from metrocloud.cli._exit import run_and_end
 
 __all__ = ["app", "err", "main", "out"]
 
 
 def main() -> None:
-    app(prog_name="metrocloud")
+    """The ``metrocloud`` entry point: run the command, then end the process without the
+    native teardown that can abort after the answer (``_exit``)."""
+    run_and_end(lambda: app(prog_name="metrocloud"))
