@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, date, datetime, timedelta
+from statistics import NormalDist
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metrocloud.domain.errors import InvalidInput
 from metrocloud.services.maintenance import (
@@ -42,6 +46,47 @@ def test_sen_interval_brackets_the_slope_and_narrows_with_data() -> None:
     ys2 = [2 * x + rng.gauss(0, 0.5) for x in xs2]
     lo2, hi2 = sen_interval(xs2, ys2)
     assert hi2 - lo2 < hi - lo
+
+
+def _textbook_sen_interval(
+    xs: list[float], ys: list[float], level: float = 0.95
+) -> tuple[float, float]:
+    """Sen (1968) as written: every pairwise slope, sorted, two order statistics."""
+    n = len(xs)
+    slopes = sorted(
+        (ys[j] - ys[i]) / (xs[j] - xs[i])
+        for i in range(n)
+        for j in range(i + 1, n)
+        if xs[j] != xs[i]
+    )
+    big_n = len(slopes)
+    c = NormalDist().inv_cdf(0.5 + level / 2) * math.sqrt(n * (n - 1) * (2 * n + 5) / 18)
+    m1, m2 = round((big_n - c) / 2), round((big_n + c) / 2)
+    return slopes[min(big_n - 1, max(0, m1 - 1))], slopes[min(big_n - 1, max(0, m2))]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=400),
+            st.floats(min_value=-50, max_value=50, allow_nan=False),
+        ),
+        min_size=2,
+        max_size=60,
+    ),
+    st.sampled_from([0.8, 0.9, 0.95, 0.99]),
+)
+def test_sen_interval_equals_the_textbook_order_statistics(
+    points: list[tuple[int, float]], level: float
+) -> None:
+    xs = [float(x) / 7 for x, _ in points]  # repeated x (same day twice) included
+    ys = [y for _, y in points]
+    if len(set(xs)) < 2:
+        with pytest.raises(InvalidInput):
+            sen_interval(xs, ys, level)
+        return
+    assert sen_interval(xs, ys, level) == _textbook_sen_interval(xs, ys, level)
 
 
 def test_kaplan_meier_hand_computed() -> None:
