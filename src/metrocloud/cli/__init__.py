@@ -12,6 +12,7 @@ from metrocloud.cli import (
     evidence,  # noqa: F401  (evidence export, verify, timeline)
     exchange,  # noqa: F401  (exchange keygen, send, list, fetch, ack, receipts)
     grid,  # noqa: F401  (grid init-anchor, admit, identity, join, peers, status, sync)
+    lake,  # noqa: F401  (lake stats, compact, retain, vacuum)
     monitoring,  # noqa: F401  (monitor, maintenance)
     surveillance,  # noqa: F401  (surveillance risk, plan, decide, notify, notices)
     verification,  # noqa: F401  (verification run)

@@ -1223,6 +1223,13 @@ def sim(
     workers: Annotated[
         int, typer.Option(help="Processes simulating and submitting; 0: all in this one.", min=0)
     ] = 2,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact/--no-compact",
+            help="Compact the closed days' lake partitions at the end, as a running node would.",
+        ),
+    ] = True,
 ) -> None:
     """Simulate a fleet with ground truth: signed batches through the intake into the lake,
     and labels of drift, faults and tampering beside them (docs/sim.md)."""
@@ -1247,6 +1254,7 @@ def sim(
             labels=labels,
             reference_share=reference_share,
             workers=workers,
+            compact=compact,
         )
         bar = _progress()  # shown from the first step on: a refused run prints one line
         track = _tracker(bar)

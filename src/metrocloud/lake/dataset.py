@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -312,12 +312,29 @@ class Lake:
     # -- maintenance (writer only; see metrocloud.lake.maintenance) -----------------------
 
     def compact(
-        self, *, min_files: int = 2, max_rows: int = 50_000_000, grace: timedelta = timedelta(0)
+        self,
+        *,
+        min_files: int = 2,
+        max_rows: int = 50_000_000,
+        grace: timedelta = timedelta(0),
+        partitions: Collection[tuple[str, str]] | None = None,
+        vacuum_after: bool = True,
     ) -> maintenance.CompactionReport:
-        """Merge the files of each partition into one sorted file (see :func:`compact`)."""
+        """Merge the files of each partition into one sorted file (see :func:`compact`).
+
+        Holds this handle's lock (which every write takes) for the whole call: pass
+        ``partitions`` (category, day) to compact some only, one at a time, while writes go on.
+        """
         self._require_writer("compact")
         with self._mutex:
-            return maintenance.compact(self, min_files=min_files, max_rows=max_rows, grace=grace)
+            return maintenance.compact(
+                self,
+                min_files=min_files,
+                max_rows=max_rows,
+                grace=grace,
+                partitions=partitions,
+                vacuum_after=vacuum_after,
+            )
 
     def retain(
         self,

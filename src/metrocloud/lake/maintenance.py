@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from statistics import median
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -27,13 +29,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from metrocloud.domain.errors import InvalidInput
-from metrocloud.lake.manifest import MANIFEST_NAME, FileEntry, Retired
+from metrocloud.lake.manifest import MANIFEST_NAME, FileEntry, Manifest, Retired
 from metrocloud.lake.schema import FILE_SCHEMA, SORT_KEYS, partition_path
 
 if TYPE_CHECKING:
     from metrocloud.lake.dataset import Lake
 
-__all__ = ["CompactionReport", "RetentionReport", "compact", "retain", "vacuum"]
+__all__ = [
+    "CategoryStats",
+    "CompactionReport",
+    "RetentionReport",
+    "category_stats",
+    "compact",
+    "partition_files",
+    "retain",
+    "vacuum",
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,46 @@ class RetentionReport:
     rows: int  #: rows dropped
 
 
+@dataclass(frozen=True)
+class CategoryStats:
+    """What the manifest lists for one category: the numbers compaction is judged by (many
+    files per partition slow every scan down; one file per closed day is the goal)."""
+
+    category: str
+    partitions: int
+    files: int
+    rows: int
+    bytes: int
+    files_per_partition_max: int
+    files_per_partition_median: float
+    first_day: str
+    last_day: str
+
+
+def category_stats(manifest: Manifest) -> list[CategoryStats]:
+    """Per category (sorted), from the manifest alone: no file is opened."""
+    per: dict[str, list[list[FileEntry]]] = defaultdict(list)
+    for (category, _day), files in sorted(partition_files(manifest).items()):
+        per[category].append(files)
+    out = []
+    for category, parts in sorted(per.items()):
+        counts = [len(files) for files in parts]
+        out.append(
+            CategoryStats(
+                category=category,
+                partitions=len(parts),
+                files=sum(counts),
+                rows=sum(f.rows for files in parts for f in files),
+                bytes=sum(f.bytes for files in parts for f in files),
+                files_per_partition_max=max(counts),
+                files_per_partition_median=float(median(counts)),
+                first_day=parts[0][0].day,
+                last_day=parts[-1][0].day,
+            )
+        )
+    return out
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -64,23 +115,41 @@ def _read_partition(lake: Lake, files: list[FileEntry]) -> pa.Table:
     return pa.concat_tables(tables).sort_by(SORT_KEYS)
 
 
+def partition_files(manifest: Manifest) -> dict[tuple[str, str], list[FileEntry]]:
+    """The live files of ``manifest`` by partition (category, day), in manifest order."""
+    groups: dict[tuple[str, str], list[FileEntry]] = defaultdict(list)
+    for f in manifest.files():
+        groups[(f.category, f.day)].append(f)
+    return dict(groups)
+
+
 def compact(
-    lake: Lake, *, min_files: int = 2, max_rows: int = 50_000_000, grace: timedelta = timedelta(0)
+    lake: Lake,
+    *,
+    min_files: int = 2,
+    max_rows: int = 50_000_000,
+    grace: timedelta = timedelta(0),
+    partitions: Collection[tuple[str, str]] | None = None,
+    vacuum_after: bool = True,
 ) -> CompactionReport:
     """Merge every partition holding ``min_files`` or more files into sorted files of at most
     ``max_rows`` rows. One commit per partition; the replaced files are retired in that
     commit and deleted by a vacuum with ``grace`` at the end of the run.
 
+    ``partitions``: only these (category, day) partitions (default: all). The caller holds
+    the lake's mutex for the whole call, so a writer that must not wait long (the node's
+    flusher) compacts one partition per call, with ``vacuum_after=False`` (the vacuum walks
+    the whole ``readings/`` tree) and one :func:`vacuum` after the last.
+
     Memory: one partition at a time, about twice its decoded size.
     """
     if min_files < 2 or max_rows < 1:
         raise InvalidInput(f"min_files must be >= 2 and max_rows >= 1, got {min_files}, {max_rows}")
-    groups: dict[tuple[str, str], list[FileEntry]] = defaultdict(list)
-    for f in lake.manifest.files():
-        groups[(f.category, f.day)].append(f)
-    partitions = files_before = files_after = rows = 0
+    wanted = None if partitions is None else set(partitions)
+    groups = partition_files(lake.manifest)
+    done = files_before = files_after = rows = 0
     for (category, day), files in sorted(groups.items()):
-        if len(files) < min_files:
+        if len(files) < min_files or (wanted is not None and (category, day) not in wanted):
             continue
         merged = _read_partition(lake, files)
         current = lake.manifest
@@ -105,14 +174,14 @@ def compact(
             )
         )
         lake.on_step("compact.committed")
-        partitions += 1
+        done += 1
         files_before += len(files)
         files_after += len(new)
         rows += merged.num_rows
         del merged
-    if partitions:
+    if done and vacuum_after:
         vacuum(lake, grace=grace)
-    return CompactionReport(partitions, files_before, files_after, rows)
+    return CompactionReport(done, files_before, files_after, rows)
 
 
 def retain(

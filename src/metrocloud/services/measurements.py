@@ -8,8 +8,10 @@ clients, and the intake trusts neither: every batch is checked on its own
 
 The node runs one :class:`~metrocloud.ingest.Intake` (its own database connections, commits
 synced to disk) and, in the one process that holds the lake's writer lock, one
-:class:`~metrocloud.ingest.LakeFlusher` and, when the node has a broker (setting ``mqtt``),
-the MQTT subscriber (:class:`MqttService`, docs/ingest.md).
+:class:`~metrocloud.ingest.LakeFlusher`, the lake's maintenance (compaction of closed days,
+retention, vacuum: :class:`~metrocloud.services._lake_maintenance.LakeMaintenance`) and,
+when the node has a broker (setting ``mqtt``), the MQTT subscriber (:class:`MqttService`,
+docs/ingest.md).
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ from metrocloud.ingest import Intake, IntakeLimits, LakeFlusher, Outcome
 from metrocloud.ingest.mqtt import TRANSPORT, MqttIntake, parse_broker_url
 from metrocloud.ingest.ocmf import OcmfImport, import_values
 from metrocloud.lake import Lake
+from metrocloud.services._lake_maintenance import (
+    LakeMaintenance,
+    compact_each,
+    compactable,
+    first_open_day,
+)
 from metrocloud.services.common import Actor, require_role
 from metrocloud.services.node import Node
 from metrocloud.services.streaming import StreamMonitor, StreamWorker
@@ -33,8 +41,12 @@ from metrocloud.store.database import Database
 
 __all__ = [
     "SENDERS",
+    "LakeMaintenance",
     "LakeService",
     "MqttService",
+    "compact_each",
+    "compactable",
+    "first_open_day",
     "flush_lake",
     "import_ocmf",
     "intake",
@@ -137,7 +149,8 @@ def flush_lake(node: Node) -> int | None:
 
 
 class LakeService:
-    """The node's lake: the writer (flusher) when this process can take the lock."""
+    """The node's lake: the writer (flusher, maintenance) when this process can take the
+    lock."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -145,6 +158,8 @@ class LakeService:
         self.flusher: LakeFlusher | None = None
         #: streaming monitoring, in its own thread (set with the flusher)
         self.monitor: StreamWorker | None = None
+        #: compaction, retention and vacuum, in its own thread (set with the flusher)
+        self.maintenance: LakeMaintenance | None = None
         self._lake: Lake | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -181,13 +196,29 @@ class LakeService:
         self.monitor.start()
         self.flusher = LakeFlusher(db, self._lake, on_committed=self.monitor.enqueue)
         self.flusher.start()
+        # maintenance on the same writer handle: each partition it rewrites holds the
+        # handle's lock, which the flusher's writes take, for that partition only
+        self.maintenance = LakeMaintenance(
+            self._lake,
+            interval_s=s.lake_compact_interval_s,
+            retention_days=s.lake_retention_days,
+            clock=self.node.now,
+        )
+        self.maintenance.start()
         log.info("lake writer: flushing the intake into %s", self.root)
         return True
+
+    @property
+    def lake(self) -> Lake | None:
+        """The writer handle, once this process holds the lake's writer lock."""
+        return self._lake if self.flusher is not None else None
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self.maintenance is not None:  # after the partition it is compacting, if any
+            self.maintenance.stop()
         if self.flusher is not None:
             with contextlib.suppress(Exception):  # left in the intake log: flushed next start
                 self.flusher.stop()

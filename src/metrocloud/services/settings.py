@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from metrocloud.store.database import sqlite_url
@@ -44,6 +44,19 @@ class Settings(BaseSettings):
 
     lake_dir: Path | None = Field(
         default=None, description="Directory of the measurement lake; default data_dir/lake."
+    )
+    lake_compact_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Seconds between the lake writer's maintenance runs: retention (if set), "
+        "compaction of the closed days' partitions, vacuum; 0 turns them off.",
+    )
+    lake_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Days of readings the lake keeps: older day partitions are dropped by the "
+        "maintenance runs; none (default) keeps everything (legal metrology keeps records "
+        "for years). Must exceed intake_max_age_days.",
     )
     mqtt: str | None = Field(
         default=None,
@@ -103,6 +116,20 @@ class Settings(BaseSettings):
     grid_traffic_retention_days: int = Field(
         default=30, ge=1, description="Days delivered messages and traffic records are kept."
     )
+
+    @model_validator(mode="after")
+    def _retention_keeps_what_the_intake_accepts(self) -> Settings:
+        """Retention raises a watermark below which the lake drops rows on write: with fewer
+        days than the intake accepts, a reading accepted (and acknowledged to its device)
+        would be dropped on its way into the lake."""
+        days = self.lake_retention_days
+        if days is not None and days <= self.intake_max_age_days:
+            raise ValueError(
+                f"lake_retention_days ({days}) must exceed intake_max_age_days "
+                f"({self.intake_max_age_days}): the lake would drop readings the intake still "
+                "accepts"
+            )
+        return self
 
     def lake_path(self) -> Path:
         return self.lake_dir or self.data_dir / "lake"

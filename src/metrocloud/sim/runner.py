@@ -16,7 +16,9 @@
 5. moves what the intake accepted into the lake with the node's
    :class:`~metrocloud.ingest.LakeFlusher` (in the background, the simulation waits when it
    runs ahead by more than a few million readings), and flushes the rest at the end;
-6. writes the labels and a JSON summary beside them.
+6. compacts the partitions of the closed days (``compact``, default on), as a node in
+   operation would have done by then (:mod:`metrocloud.services._lake_maintenance`);
+7. writes the labels and a JSON summary beside them.
 
 Peak memory grows with the fleet, not with the days: the plan and one state per
 instrument stay in memory; readings exist only for the instrument-days in flight.
@@ -54,7 +56,12 @@ from metrocloud.services import events as ev
 from metrocloud.services import instruments as inst
 from metrocloud.services import parties as pty
 from metrocloud.services.common import Actor
-from metrocloud.services.measurements import submit_batches
+from metrocloud.services.measurements import (
+    compact_each,
+    compactable,
+    first_open_day,
+    submit_batches,
+)
 from metrocloud.services.node import Node
 from metrocloud.services.streaming import StreamMonitor
 from metrocloud.sim.generate import MeterState, device_key, initial_states, install, simulate_day
@@ -97,6 +104,8 @@ class SimConfig:
     workers: int = 2
     #: instruments per task; None: a quarter of the fleet per worker, 50 to 1000
     chunk: int | None = None
+    #: compact the closed days' partitions at the end, as a node's maintenance would have
+    compact: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -493,6 +502,7 @@ def run_simulation(node: Node, config: SimConfig, *, progress: Progress | None =
         flusher.stop()
         step("lake", 1, 1)
         simulate_s = time.monotonic() - t0  # first day simulated to last reading in the lake
+        _compact(lake, node, config, step)
         stats = lake.stats()
     finally:
         flusher.stop()
@@ -532,6 +542,16 @@ def run_simulation(node: Node, config: SimConfig, *, progress: Progress | None =
     )
     _write_summary(result, plan, config, software)
     return result
+
+
+def _compact(lake: Lake, node: Node, config: SimConfig, step: Progress) -> None:
+    """The closed days' partitions compacted, one at a time (a step per partition), unless
+    ``config.compact`` is off."""
+    if not config.compact:
+        return
+    todo = compactable(lake.manifest, before=first_open_day(node.now()))
+    step("compact", 0, len(todo))
+    compact_each(lake, todo, progress=lambda done, total: step("compact", done, total))
 
 
 def _chunk(config: SimConfig) -> int:

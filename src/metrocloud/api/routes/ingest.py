@@ -18,6 +18,7 @@ from metrocloud.api.deps import CurrentActor, GuardedRoute, NodeDep, guard
 from metrocloud.domain.errors import InvalidInput
 from metrocloud.formats.transparenz import MAX_BYTES
 from metrocloud.ingest import REASONS
+from metrocloud.lake.maintenance import category_stats
 from metrocloud.services import measurements as svc
 from metrocloud.services.node import Node
 from metrocloud.services.streaming import StreamStats
@@ -184,8 +185,54 @@ class _IntakeCollector(Collector):
         )
         flushed.add_metric([worker], flusher.readings_flushed if flusher else 0)
         yield flushed
+        yield from _lake_metrics(lake, worker)
         yield from _stream_metrics(lake, worker)
         yield from _mqtt_metrics(self.node, worker)
+
+
+def _lake_metrics(service: svc.LakeService | None, worker: str) -> Iterator[Any]:
+    """The lake's files (from the writer's own manifest, no disk read) and its maintenance,
+    in the lake writer (zeros, and no category, in the other workers)."""
+    lake = service.lake if service is not None else None
+    stats = category_stats(lake.manifest) if lake is not None else []
+    files = GaugeMetricFamily(
+        "metrocloud_lake_files",
+        "Live Parquet files of the lake, by category (compaction brings a closed day to one)",
+        labels=["category", "worker"],
+    )
+    partitions = GaugeMetricFamily(
+        "metrocloud_lake_partitions",
+        "Day partitions of the lake, by category",
+        labels=["category", "worker"],
+    )
+    for s in stats:
+        files.add_metric([s.category, worker], s.files)
+        partitions.add_metric([s.category, worker], s.partitions)
+    yield files
+    yield partitions
+    widest = GaugeMetricFamily(
+        "metrocloud_lake_files_per_partition_max",
+        "Most files in one partition of the lake (today's grows until it closes)",
+        labels=["worker"],
+    )
+    widest.add_metric([worker], max((s.files_per_partition_max for s in stats), default=0))
+    yield widest
+    m = service.maintenance if service is not None else None
+    compactions = CounterMetricFamily(
+        "metrocloud_lake_compactions",
+        "Partition compactions of the lake maintenance in this worker, by outcome",
+        labels=["outcome", "worker"],
+    )
+    compactions.add_metric(["done", worker], m.compactions if m else 0)
+    compactions.add_metric(["failed", worker], m.compaction_failures if m else 0)
+    yield compactions
+    failures = CounterMetricFamily(
+        "metrocloud_lake_maintenance_failures",
+        "Failed retention and vacuum steps of the lake maintenance in this worker",
+        labels=["worker"],
+    )
+    failures.add_metric([worker], m.failures if m else 0)
+    yield failures
 
 
 def _stream_metrics(lake: svc.LakeService | None, worker: str) -> Iterator[Any]:
