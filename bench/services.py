@@ -47,6 +47,7 @@ from typing import Any
 
 FAULTS = ("stuck_register", "clock_drift", "counter_reset", "reverse_flow")
 TAMPERING = ("seal_broken", "unapproved_software", "under_registration")
+KINDS = FAULTS + TAMPERING
 
 
 def emit(name: str, value: float, unit: str, target: float | None, better: str, scale: str) -> None:
@@ -170,7 +171,9 @@ def run(instruments: int, days: int, seed: int, workdir: Path, spark: bool) -> i
                 failed = 1
 
     scores = score_alerts(alerts, labels)
-    for group, kinds in (("faults", FAULTS), ("tampering", TAMPERING)):
+    # the targets read "on faults and tampering": each group on its own, and both together
+    groups = (("faults", FAULTS), ("tampering", TAMPERING), ("faults_and_tampering", KINDS))
+    for group, kinds in groups:
         recall, precision = _group(scores, kinds)
         emit(f"{group}_recall", recall, "ratio", 0.95, "higher", scale)
         emit(f"{group}_precision", precision, "ratio", 0.90, "higher", scale)

@@ -25,12 +25,13 @@ from metrocloud.services._peer_deviation import (
     PeerThresholds,
     consumption_matrix,
     day_noise,
+    day_noise_profile,
     find_peer_steps,
     peer_deviation_steps,
     relative_series,
 )
-from metrocloud.services.evaluation import LABEL_TO_ALERT, score_alerts
-from metrocloud.services.monitoring import ALERT_KINDS, _registry, detect
+from metrocloud.services.evaluation import LABEL_TO_ALERT, finds, score_alerts
+from metrocloud.services.monitoring import ALERT_KINDS, Alert, _registry, detect
 from metrocloud.services.node import Node
 from metrocloud.services.settings import Settings
 from metrocloud.sim import SimConfig, run_simulation
@@ -87,6 +88,52 @@ def test_a_rise_is_found_and_a_small_step_is_a_warning() -> None:
     assert steps["I05"].percent > 20 and steps["I05"].z > 0
     assert steps["I05"].severity == "critical"
     assert -12 < steps["I08"].percent < -8 and steps["I08"].severity == "warning"
+
+
+def test_a_drift_is_not_a_step_but_a_step_beside_a_drift_is() -> None:
+    names, days, m = _group(instruments=40, days=365, noise=0.2)
+    year = np.arange(365) / 365
+    m[3] *= np.exp(-0.20 * year)  # a meter losing 20 % a year: a ramp, not a manipulation
+    m[4] *= np.exp(0.15 * year)
+    m[6] *= np.exp(-0.10 * year)  # drifting, and then manipulated
+    m[6, 100:] *= 0.85
+    steps = {s.instrument: s for s in _steps(m, names, days)}
+    assert set(steps) == {"I06"}, steps
+    assert abs((steps["I06"].day - days[100]).days) <= 3 and steps["I06"].percent < -10
+    trend = steps["I06"].evidence()["trend_percent_per_year"]
+    assert isinstance(trend, float) and math.isfinite(trend)
+
+
+def _seasonal_group(seed: int) -> tuple[list[str], list[date], np.ndarray]:
+    """Gas-like: 6 % daily noise, but four times that for three summer months (hot water
+    only), a meter drifting 10 % a year (I03) and a 10 % step in winter (I05)."""
+    names, days, m = _group(instruments=60, days=365, noise=0.06, seed=seed)
+    rng = np.random.default_rng(100 + seed)
+    m[:, 180:270] *= np.exp(rng.normal(0, 0.25, size=(60, 90)))
+    m[3] *= np.exp(-0.10 * np.arange(365) / 365)
+    m[5, 60:] *= 0.9
+    return names, days, m
+
+
+def test_the_noise_of_each_day_is_the_peers_noise_of_that_season() -> None:
+    _, _, m = _seasonal_group(1)
+    r, active = relative_series(m)
+    profile = day_noise_profile(r[active])
+    winter, summer = float(np.median(profile[:150])), float(np.median(profile[190:260]))
+    assert 0.045 < winter < 0.075 and 0.2 < summer < 0.32, (winter, summer)
+    assert profile.shape == (365,) and np.isfinite(profile).all()
+
+
+def test_a_noisy_season_neither_hides_a_step_nor_makes_false_ones() -> None:
+    # with one noise for the whole year (the median day's), the summer's 25 % days made 8
+    # false steps over these ten fleets; weighted by the day's own noise, at most 3
+    found = false = 0
+    for seed in range(1, 11):
+        names, days, m = _seasonal_group(seed)
+        steps = {s.instrument for s in _steps(m, names, days)}
+        found += "I05" in steps
+        false += len(steps - {"I05"})
+    assert found == 10 and false <= 3, (found, false)
 
 
 def test_a_fleet_wide_drop_is_not_a_deviation() -> None:
@@ -319,9 +366,33 @@ def test_under_registration_without_reference_is_found(fleet: Fleet) -> None:
 def test_scoring_counts_peer_deviation_as_under_registration(fleet: Fleet) -> None:
     without = [r["instrument"] for r in fleet.labels if r["reference_quantity"] is None]
     s = score_alerts(fleet.alerts, fleet.labels, only=without)["under_registration"]
-    peer = {a.instrument for a in fleet.alerts if a.kind == "peer_deviation"}
-    assert s.tp + s.fp == len(peer)
+    down = {
+        a.instrument
+        for a in fleet.alerts
+        if a.kind == "peer_deviation" and a.evidence["step_percent"] < 0
+    }
+    assert s.tp + s.fp == len(down)
     assert s.precision >= 0.8, s
+
+
+def test_only_a_step_down_is_evidence_of_under_registration() -> None:
+    at = datetime(2026, 5, 1, tzinfo=UTC)
+
+    def step(ins: str, percent: float) -> Alert:
+        return Alert(ins, "peer_deviation", "critical", at, {"step_percent": percent})
+
+    def label(ins: str, *kinds: str) -> dict[str, Any]:
+        return {"instrument": ins, "faults": [{"kind": k} for k in kinds]}
+
+    down, up = step("A", -18.0), step("B", 22.0)
+    assert finds(down, "under_registration") and not finds(up, "under_registration")
+    assert not finds(down, "seal_broken")
+    labels = [label("A", "under_registration"), label("B"), label("C", "under_registration")]
+    s = score_alerts([down, up], labels)["under_registration"]
+    assert (s.tp, s.fp, s.fn) == (1, 0, 1)
+    # a rise on an under-registered meter does not find it either
+    s = score_alerts([step("C", 30.0)], labels)["under_registration"]
+    assert (s.tp, s.fp, s.fn) == (0, 0, 2)
 
 
 def test_duckdb_and_spark_give_the_same_steps(fleet: Fleet) -> None:

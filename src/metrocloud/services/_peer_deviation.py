@@ -29,7 +29,14 @@ The computation, per peer group (the instruments of one category, one register q
 4. An alert needs: ``|step| >= min_percent``, ``|z| >= z_min``, and persistence: at least
    ``min_days`` days after the split lie beyond half the step, and so do the medians of both
    halves of the days after (a transient dip of a few days, a reversed or stuck register for a
-   while, is not a step).
+   while, is not a step); and a step, not a drift. A meter whose error grows linearly in
+   time is a ramp against its peers, which the change point also splits in two (halves
+   apart by the slope times half the span). Where a straight line through the days is a
+   drift no faster than ``max_drift_percent_per_year`` (a step of a few weeks is a line far
+   steeper than any meter drifts), the step must stand beside the line: fitted together
+   (``r = a + b day + c [after the split]``, on the filtered values), ``c`` has the step's
+   sign, at least ``min_percent`` and ``z_trend_min`` standard errors; beside the trend a
+   ramp's ``c`` is nil. The trend ``b`` is in the step's evidence.
 
 Two passes: the instruments found in the first leave the peers' medians in the second, so that
 under-registered peers do not make their honest peers seem to rise. Severity: ``critical``
@@ -61,6 +68,7 @@ __all__ = [
     "PeerThresholds",
     "consumption_matrix",
     "day_noise",
+    "day_noise_profile",
     "find_peer_steps",
     "peer_deviation_steps",
     "peer_steps_of",
@@ -84,6 +92,13 @@ class PeerThresholds:
     min_percent: float = 5.0
     #: and its robust z-score at least this
     z_min: float = 4.0
+    #: the step fitted beside a linear trend (not a drift): at least this many standard
+    #: errors (the step has already passed ``z_min`` on its own)
+    z_trend_min: float = 3.0
+    #: the fastest drift of a meter's error (percent a year) taken for a possible
+    #: explanation of a step: where a line through the days is steeper, the step is not
+    #: asked to stand beside a trend (over a few weeks, no drift makes a 5 % step)
+    max_drift_percent_per_year: float = 30.0
     #: critical from this size (percent) on, else warning
     critical_percent: float = 15.0
     #: an instrument whose median daily consumption is below this share of the group's
@@ -95,8 +110,12 @@ class PeerThresholds:
     def __post_init__(self) -> None:
         if self.min_days < 2 or self.min_peers < 3:
             raise InvalidInput("peer deviation needs min_days >= 2 and min_peers >= 3")
-        if self.min_percent <= 0 or self.z_min <= 0 or not 0 <= self.idle_share < 1:
-            raise InvalidInput("peer deviation: min_percent, z_min > 0, 0 <= idle_share < 1")
+        knobs = (self.min_percent, self.z_min, self.z_trend_min, self.max_drift_percent_per_year)
+        if min(knobs) <= 0 or not 0 <= self.idle_share < 1:
+            raise InvalidInput(
+                "peer deviation: min_percent, z_min, z_trend_min, max_drift_percent_per_year"
+                " > 0, 0 <= idle_share < 1"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +134,9 @@ class PeerStep:
     days_before: int
     days_after: int
     severity: Literal["warning", "critical"]
+    #: the instrument's linear trend against its peers beside the step (a drift), percent a
+    #: year
+    trend_percent_per_year: float = 0.0
 
     @property
     def at(self) -> datetime:
@@ -128,6 +150,7 @@ class PeerStep:
             "peers": self.peers,
             "days_before": self.days_before,
             "days_after": self.days_after,
+            "trend_percent_per_year": round(self.trend_percent_per_year, 3),
         }
 
 
@@ -177,11 +200,33 @@ def day_noise(series: np.ndarray) -> float:
     return float(_MAD_TO_SIGMA * np.median(np.abs(np.diff(series))) / math.sqrt(2))
 
 
+def day_noise_profile(r: np.ndarray, window: int = 7) -> np.ndarray:
+    """Per day (column of ``r``, instruments x days): the group's day-to-day noise around it,
+    1.4826 x the median over the instruments of ``|r[., d] - r[., d - 1]|`` / sqrt(2),
+    smoothed by a centred running median of ``window`` days; a day without it takes the
+    median of the others (the group's noise when no day has any: 1)."""
+    days = r.shape[1]
+    if days == 0:
+        return np.ones(0)
+    diffs = np.abs(np.diff(r, axis=1))
+    per = np.full(days, np.nan)
+    if days > 1:
+        per[1:] = _MAD_TO_SIGMA * _nanmedian(diffs, axis=0) / math.sqrt(2)
+        per[0] = per[1]
+    fill = float(np.nanmedian(per)) if np.isfinite(per).any() else 1.0
+    per = np.where(np.isfinite(per), per, fill)
+    half = window // 2
+    padded = np.concatenate([np.repeat(per[:1], half), per, np.repeat(per[-1:], half)])
+    smooth = np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), axis=1)
+    return np.where(smooth > 0, smooth, fill if fill > 0 else 1.0)
+
+
 def _hampel(
     y: np.ndarray, lengths: np.ndarray, sigma: np.ndarray, half_width: int = 2
 ) -> np.ndarray:
     """Per row of ``y`` (its first ``lengths[j]`` values valid, packed to the left): every
-    value farther than 3 ``sigma[j]`` from the median of its window (itself and
+    value farther than 3 ``sigma`` (per row, or per value: same shape as ``y``) from the
+    median of its window (itself and
     ``half_width`` values either side, the end value repeated at the ends) replaced by that
     median. A single odd day (a partly stuck or reversed register) goes; a step, which the
     running median follows, stays. Rows in chunks, so memory stays bounded."""
@@ -204,23 +249,64 @@ def _hampel(
         )
         windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half_width + 1, axis=1)
         med = np.median(windows, axis=2)
-        clean = np.where(np.abs(filled - med) > 3 * sigma[lo:hi, None], med, filled)
+        limit = 3 * (sigma[lo:hi] if sigma.ndim == 2 else sigma[lo:hi, None])
+        clean = np.where(np.abs(filled - med) > limit, med, filled)
         out[lo:hi] = np.where(np.arange(width)[None, :] < lengths[lo:hi, None], clean, np.nan)
     return out
 
 
-def _split(y: np.ndarray, min_side: int) -> int | None:
+def _split(y: np.ndarray, min_side: int, w: np.ndarray | None = None) -> int | None:
     """The split k (first index after) in [min_side, n - min_side] that maximises the
-    two-sample statistic ``|mean(y[:k]) - mean(y[k:])| * sqrt(k (n - k) / n)`` (least-squares
-    change point; the first of equal maxima)."""
+    two-sample statistic ``|mean(y[:k]) - mean(y[k:])| / sqrt(1/W(:k) + 1/W(k:))`` with the
+    means weighted by ``w`` (inverse variances; None: all 1, where the statistic is
+    ``|mean(y[:k]) - mean(y[k:])| * sqrt(k (n - k) / n)``): the least-squares change point
+    (the first of equal maxima)."""
     n = y.size
     if n < 2 * min_side:
         return None
+    weights = np.ones(n) if w is None else w
     ks = np.arange(min_side, n - min_side + 1)
-    head = np.cumsum(y)[ks - 1]
-    total = float(y.sum())
-    stat = np.abs(head / ks - (total - head) / (n - ks)) * np.sqrt(ks * (n - ks) / n)
+    cw = np.cumsum(weights)
+    cwy = np.cumsum(weights * y)
+    w_head, wy_head = cw[ks - 1], cwy[ks - 1]
+    w_tail, wy_tail = cw[-1] - w_head, cwy[-1] - wy_head
+    stat = np.abs(wy_head / w_head - wy_tail / w_tail) / np.sqrt(1 / w_head + 1 / w_tail)
     return int(ks[int(np.argmax(stat))])
+
+
+@dataclass(frozen=True, slots=True)
+class _TrendFit:
+    #: the step at the split beside a linear trend (log), and its standard error
+    shift: float
+    shift_se: float
+    #: the trend beside the step, per day (log)
+    slope: float
+    #: the slope of a straight line alone (no step), per day (log)
+    line_slope: float
+
+
+def _fit_trend(y: np.ndarray, days: np.ndarray, k: int, sd: np.ndarray) -> _TrendFit:
+    """Weighted least squares (weights ``1 / sd**2``) of ``y = a + b day + c [index >= k]``,
+    and of the line alone ``y = a + b day``."""
+    t = days.astype(np.float64)
+    w = 1.0 / np.square(sd)
+    t -= float(np.sum(w * t) / np.sum(w))
+    after = (np.arange(t.size) >= k).astype(np.float64)
+    x = np.column_stack([np.ones_like(t), t, after])
+    xw = x * w[:, None]
+    try:
+        inv = np.linalg.inv(x.T @ xw)
+    except np.linalg.LinAlgError:
+        return _TrendFit(0.0, math.inf, 0.0, 0.0)
+    coef = inv @ (xw.T @ y)
+    ybar = float(np.sum(w * y) / np.sum(w))
+    tt = float(np.sum(w * t * t))
+    return _TrendFit(
+        shift=float(coef[2]),
+        shift_se=math.sqrt(max(float(inv[2, 2]), 0.0)),
+        slope=float(coef[1]),
+        line_slope=float(np.sum(w * t * (y - ybar))) / tt if tt else 0.0,
+    )
 
 
 def find_peer_steps(
@@ -275,19 +361,30 @@ def _scan(
     peer_noise = float(np.median(finite_noise)) if finite_noise.size else math.nan
     sigma = np.fmax(noise, peer_noise) if math.isfinite(peer_noise) else noise
     rows = np.asarray([i for i in rows if math.isfinite(sigma[i]) and sigma[i] > 0], dtype=np.int64)
+    # the noise of each day (the peers' day-to-day noise around it) over the group's: a
+    # season of noisier days (gas in summer, hot water only: 25 % against 6 % in winter)
+    # weighs what it is worth, and the standard errors are those of the days in question
+    season = (
+        day_noise_profile(r[peer]) / peer_noise
+        if math.isfinite(peer_noise) and peer_noise > 0
+        else np.ones(r.shape[1])
+    )
     # the valid days of each row packed to the left, for the vectorised filter
     valid_of = [np.flatnonzero(np.isfinite(r[i])) for i in rows]
     lengths = np.asarray([v.size for v in valid_of], dtype=np.int64)
     packed = np.full((rows.size, int(lengths.max(initial=0))), np.nan)
+    sd = np.full_like(packed, np.nan)
     for j, (i, v) in enumerate(zip(rows, valid_of, strict=True)):
         packed[j, : v.size] = r[i, v]
-    filtered = _hampel(packed, lengths, sigma[rows])
+        sd[j, : v.size] = sigma[i] * season[v]
+    filtered = _hampel(packed, lengths, sd)
     out: list[PeerStep] = []
     for j, i in enumerate(rows):
         name = instruments[i]
         valid = valid_of[j]
         y = packed[j, : valid.size]
-        k = _split(filtered[j, : valid.size], th.min_days)
+        var = np.square(sd[j, : valid.size])
+        k = _split(filtered[j, : valid.size], th.min_days, 1.0 / var)
         if k is None:
             continue
         before, after = y[:k], y[k:]
@@ -295,8 +392,20 @@ def _scan(
         # nearly as efficient as a difference of means on normal noise)
         step = float(np.median(np.subtract.outer(after, before)))
         percent = 100.0 * math.expm1(step)
-        z = step / (_HL_SE * sigma[i] * math.sqrt(1 / before.size + 1 / after.size))
+        se = math.sqrt(var[:k].sum() / k**2 + var[k:].sum() / (valid.size - k) ** 2)
+        z = step / (_HL_SE * se)
         if abs(percent) < th.min_percent or abs(z) < th.z_min:
+            continue
+        # a step, not a drift: where a straight line explains the days at least as well,
+        # the shift at the split must stand beside the line
+        fit = _fit_trend(filtered[j, : valid.size], valid, k, sd[j, : valid.size])
+        # the drift a straight line through the days would be
+        as_drift = 100.0 * abs(math.expm1(365.0 * fit.line_slope))
+        if as_drift <= th.max_drift_percent_per_year and (
+            fit.shift * step <= 0
+            or abs(100.0 * math.expm1(fit.shift)) < th.min_percent
+            or abs(fit.shift) < th.z_trend_min * fit.shift_se
+        ):
             continue
         b = float(np.median(before))
         # persistent: at least min_days days after lie beyond half the step, and so do the
@@ -321,6 +430,7 @@ def _scan(
                 days_before=int(before.size),
                 days_after=int(after.size),
                 severity=severity,
+                trend_percent_per_year=100.0 * math.expm1(365.0 * fit.slope),
             )
         )
     return sorted(out, key=lambda s: s.instrument)

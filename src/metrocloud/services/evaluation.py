@@ -3,7 +3,7 @@
 The labels are plain rows (``metrocloud.sim.LABELS_SCHEMA`` as Python dicts, for instance
 ``pyarrow.parquet.read_table(path).to_pylist()``): this module does not import the
 simulator (it sits above the services). An instrument is scored per fault kind: a true
-positive when it carries the labelled kind and an alert of the matching kind, a false
+positive when it carries the labelled kind and an alert that finds it (``finds``), a false
 positive when it has the alert but not the label, a false negative the other way round.
 """
 
@@ -16,7 +16,14 @@ from typing import Any, Final
 
 from metrocloud.services.monitoring import Alert
 
-__all__ = ["LABEL_TO_ALERT", "CrossingScore", "Score", "score_alerts", "score_crossings"]
+__all__ = [
+    "LABEL_TO_ALERT",
+    "CrossingScore",
+    "Score",
+    "finds",
+    "score_alerts",
+    "score_crossings",
+]
 
 #: labelled fault or tamper kind -> the alert kinds that find it
 LABEL_TO_ALERT: Final[Mapping[str, tuple[str, ...]]] = {
@@ -27,8 +34,20 @@ LABEL_TO_ALERT: Final[Mapping[str, tuple[str, ...]]] = {
     "seal_broken": ("seal_broken", "tamper_detected"),
     "unapproved_software": ("unapproved_software",),
     # without a reference meter, under-registration shows only as a step against the peers
+    # (a step down: see ``finds``)
     "under_registration": ("under_registration", "peer_deviation"),
 }
+
+
+def finds(alert: Alert, label_kind: str) -> bool:
+    """Whether ``alert`` is evidence of ``label_kind``: its kind is one of
+    ``LABEL_TO_ALERT[label_kind]``, and a peer-group step counts for under-registration only
+    when it goes down (a meter counting more than its peers is not counting less)."""
+    if alert.kind not in LABEL_TO_ALERT[label_kind]:
+        return False
+    if label_kind == "under_registration" and alert.kind == "peer_deviation":
+        return float(alert.evidence.get("step_percent", 0.0)) < 0
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +84,13 @@ def score_alerts(
     found: dict[str, set[str]] = {}
     for a in alerts:
         if a.instrument in ids:
-            found.setdefault(a.instrument, set()).add(a.kind)
+            found.setdefault(a.instrument, set()).update(k for k in LABEL_TO_ALERT if finds(a, k))
     out: dict[str, Score] = {}
-    for kind, alert_kinds in LABEL_TO_ALERT.items():
+    for kind in LABEL_TO_ALERT:
         tp = fp = fn = 0
         for r in rows:
             labelled = kind in _label_kinds(r)
-            alerted = bool(found.get(r["instrument"], set()) & set(alert_kinds))
+            alerted = kind in found.get(r["instrument"], set())
             tp += labelled and alerted
             fp += alerted and not labelled
             fn += labelled and not alerted
