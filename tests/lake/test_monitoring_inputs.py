@@ -172,6 +172,27 @@ def test_nan_values_are_equal_to_each_other_as_in_sql(tmp_path: Path) -> None:
     _equal(engine, min_duration=timedelta(minutes=50))
 
 
+def test_only_the_tables_asked_for(messy: DuckDBEngine) -> None:
+    want = monitoring_inputs_by_queries(messy)
+    only = monitoring_inputs_by_queries(messy, tables=("reference_pairs", "flat_runs"))
+    for name in MonitoringInputs._fields:
+        got = getattr(only, name)
+        if name in ("reference_pairs", "flat_runs"):
+            assert got.num_rows and got.equals(getattr(want, name)), name
+        else:  # not queried: empty, of the table's schema
+            assert got.num_rows == 0 and got.schema == getattr(want, name).schema, name
+    # the pass reads the files once for all: the one asked for is the queries' answer
+    passed = messy.monitoring_inputs(tables=("reference_pairs",))
+    assert messy.last_monitoring_plan == "pass"
+    assert _bits(passed.reference_pairs) == _bits(want.reference_pairs)
+    for call in (
+        lambda: messy.monitoring_inputs(tables=("reference_pair",)),
+        lambda: monitoring_inputs_by_queries(messy, tables=("gaps",)),
+    ):
+        with pytest.raises(InvalidInput, match="unknown monitoring input"):
+            call()
+
+
 def test_a_register_in_two_categories_falls_back_to_the_queries(tmp_path: Path) -> None:
     rows: list[Row] = [
         ("X", "MI-001" if k % 2 else "MI-003", T0 + k * 15 * MIN, Q, float(k // 3))

@@ -12,6 +12,7 @@ days of a window) is shared with the engine's queries in duckdb_engine.py.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -34,6 +35,7 @@ from metrocloud.lake.engine import (
     Bound,
     MonitoringInputs,
     monitoring_inputs_by_queries,
+    monitoring_tables,
     time_bounds,
     whole_days,
 )
@@ -61,6 +63,7 @@ def monitoring_inputs_in_one_pass(
     max_gap: timedelta,
     grid: timedelta,
     min_duration: timedelta,
+    tables: Collection[str] | None = None,
 ) -> MonitoringInputs:
     """The five tables in one pass over the partitions of ``engine``'s snapshot (see
     "monitoring inputs in one pass" below), ``threads`` partitions at a time; sets
@@ -71,6 +74,7 @@ def monitoring_inputs_in_one_pass(
         raise InvalidInput(f"grid must be a timedelta of at least 1 ms, got {grid!r}")
     if not isinstance(min_duration, timedelta) or min_duration < timedelta(0):
         raise InvalidInput(f"min_duration must be a non-negative timedelta, got {min_duration!r}")
+    monitoring_tables(tables)  # an unknown name is refused here too
     lo, hi = time_bounds(start, end)
     first, last = whole_days(lo, hi)
     ms = timedelta(milliseconds=1)
@@ -102,7 +106,14 @@ def monitoring_inputs_in_one_pass(
     except _Fallback:
         engine.last_monitoring_plan = "queries"
         return monitoring_inputs_by_queries(
-            engine, lo, hi, category, max_gap=max_gap, grid=grid, min_duration=min_duration
+            engine,
+            lo,
+            hi,
+            category,
+            max_gap=max_gap,
+            grid=grid,
+            min_duration=min_duration,
+            tables=tables,
         )
     engine.last_monitoring_plan = "pass"
     return out

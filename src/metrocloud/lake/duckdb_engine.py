@@ -14,7 +14,7 @@ here delegates to it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -531,9 +531,11 @@ class DuckDBEngine:
         max_gap: timedelta = timedelta(minutes=30),
         grid: timedelta = timedelta(minutes=15),
         min_duration: timedelta = timedelta(hours=1),
+        tables: Collection[str] | None = None,
     ) -> MonitoringInputs:
         """The five tables in one pass over the partitions (lake/_duckdb_monitoring.py),
-        ``threads`` partitions at a time."""
+        ``threads`` partitions at a time: all of them whatever ``tables`` asks (the pass
+        reads the files once for all; a fallback to the queries runs only ``tables``)."""
         return monitoring_inputs_in_one_pass(
             self,
             start,
@@ -543,6 +545,7 @@ class DuckDBEngine:
             max_gap=max_gap,
             grid=grid,
             min_duration=min_duration,
+            tables=tables,
         )
 
     def sql(self, query: str) -> pa.Table:

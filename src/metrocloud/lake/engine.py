@@ -25,6 +25,7 @@ Time bounds are half-open, ``[start, end)``. A ``datetime`` must be timezone-awa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final, NamedTuple, Protocol, runtime_checkable
 
@@ -47,6 +48,7 @@ __all__ = [
     "MonitoringInputs",
     "day_bounds",
     "monitoring_inputs_by_queries",
+    "monitoring_tables",
     "time_bounds",
     "whole_days",
 ]
@@ -241,9 +243,12 @@ class LakeEngine(Protocol):
         max_gap: timedelta = timedelta(minutes=30),
         grid: timedelta = timedelta(minutes=15),
         min_duration: timedelta = timedelta(hours=1),
+        tables: Collection[str] | None = None,
     ) -> MonitoringInputs:
         """The five tables of :func:`monitoring_inputs_by_queries` (equal to them), so that
-        an engine can answer them in fewer passes over the files."""
+        an engine can answer them in fewer passes over the files. ``tables``: the ones the
+        caller reads (names of :class:`MonitoringInputs` fields; None: all); the others may
+        come empty (an engine that runs one query per table runs only those)."""
         ...
 
     def sql(self, query: str) -> pa.Table:
@@ -323,14 +328,51 @@ def monitoring_inputs_by_queries(
     max_gap: timedelta = timedelta(minutes=30),
     grid: timedelta = timedelta(minutes=15),
     min_duration: timedelta = timedelta(hours=1),
+    tables: Collection[str] | None = None,
 ) -> MonitoringInputs:
-    """The definition of :meth:`LakeEngine.monitoring_inputs`: one query per table."""
+    """The definition of :meth:`LakeEngine.monitoring_inputs`: one query per table (per
+    table in ``tables`` only; the others empty)."""
+    wanted = monitoring_tables(tables)
     lo, hi = time_bounds(start, end)
     first, last = whole_days(lo, hi)
+
+    def table(name: str, schema: pa.Schema, query: Callable[[], pa.Table]) -> pa.Table:
+        return query() if name in wanted else schema.empty_table()
+
     return MonitoringInputs(
-        counter_anomalies=engine.counter_anomalies(lo, hi, category, max_gap),
-        grid_offsets=engine.grid_offsets(lo, hi, category, grid),
-        flat_runs=engine.flat_runs(lo, hi, category, min_duration),
-        reference_pairs=engine.reference_pairs(lo, hi, category),
-        daily_consumption=engine.daily_consumption(first, last, category),
+        counter_anomalies=table(
+            "counter_anomalies",
+            COUNTER_ANOMALIES_SCHEMA,
+            lambda: engine.counter_anomalies(lo, hi, category, max_gap),
+        ),
+        grid_offsets=table(
+            "grid_offsets", GRID_OFFSETS_SCHEMA, lambda: engine.grid_offsets(lo, hi, category, grid)
+        ),
+        flat_runs=table(
+            "flat_runs", FLAT_RUNS_SCHEMA, lambda: engine.flat_runs(lo, hi, category, min_duration)
+        ),
+        reference_pairs=table(
+            "reference_pairs",
+            REFERENCE_PAIRS_SCHEMA,
+            lambda: engine.reference_pairs(lo, hi, category),
+        ),
+        daily_consumption=table(
+            "daily_consumption",
+            DAILY_CONSUMPTION_SCHEMA,
+            lambda: engine.daily_consumption(first, last, category),
+        ),
     )
+
+
+def monitoring_tables(tables: Collection[str] | None) -> frozenset[str]:
+    """The names of the :class:`MonitoringInputs` tables asked for (None: all); an unknown
+    name is refused."""
+    names = frozenset(MonitoringInputs._fields)
+    if tables is None:
+        return names
+    unknown = sorted(set(tables) - names)
+    if unknown:
+        raise InvalidInput(
+            f"unknown monitoring input(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+        )
+    return frozenset(tables)

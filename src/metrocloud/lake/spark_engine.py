@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -413,10 +413,18 @@ class SparkEngine:
         max_gap: timedelta = timedelta(minutes=30),
         grid: timedelta = timedelta(minutes=15),
         min_duration: timedelta = timedelta(hours=1),
+        tables: Collection[str] | None = None,
     ) -> MonitoringInputs:
-        """The five queries, one after the other (their definition)."""
+        """The five queries (those of ``tables``), one after the other (their definition)."""
         return monitoring_inputs_by_queries(
-            self, start, end, category, max_gap=max_gap, grid=grid, min_duration=min_duration
+            self,
+            start,
+            end,
+            category,
+            max_gap=max_gap,
+            grid=grid,
+            min_duration=min_duration,
+            tables=tables,
         )
 
     def sql(self, query: str) -> pa.Table:
