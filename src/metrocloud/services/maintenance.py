@@ -26,13 +26,14 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from metrocloud.domain.errors import InvalidInput
-from metrocloud.lake.engine import REFERENCE_PAIRS_SCHEMA, Bound, LakeEngine, time_bounds
+from metrocloud.lake.engine import Bound, LakeEngine, time_bounds
 from metrocloud.services._monitoring_stats import _pairs
 from metrocloud.services.monitoring import (
     Alert,
     DailyError,
     errors_of_pairs,
     in_service_mpe,
+    joined_reference_pairs,
     theil_sen,
 )
 from metrocloud.services.node import Node
@@ -194,13 +195,9 @@ def _reference_pairs(
     them (DuckDB reads the files once for its monitoring inputs: on the acceptance fleet
     57 s against 206 s for the one query over the whole lake), in (instrument, quantity, t)
     order."""
-    parts = [
+    return joined_reference_pairs(
         engine.monitoring_inputs(lo, hi, cat, tables=("reference_pairs",)).reference_pairs
         for cat in sorted(set(categories))
-    ]
-    joined = pa.concat_tables(parts) if parts else REFERENCE_PAIRS_SCHEMA.empty_table()
-    return joined.sort_by(
-        [("instrument", "ascending"), ("quantity", "ascending"), ("t", "ascending")]
     )
 
 

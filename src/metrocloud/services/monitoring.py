@@ -78,6 +78,7 @@ __all__ = [
     "first_evidence",
     "in_service_mpe",
     "is_counter_reset",
+    "joined_reference_pairs",
     "max_gap",
     "nominal_interval",
     "reference_errors",
@@ -545,6 +546,16 @@ class _Stopwatch:
             )
 
 
+def joined_reference_pairs(parts: Iterable[pa.Table]) -> pa.Table:
+    """Per-category ``reference_pairs`` tables as one, in (instrument, quantity, t) order
+    (an instrument has one category, so no pair is in two parts)."""
+    tables = list(parts)
+    joined = pa.concat_tables(tables) if tables else REFERENCE_PAIRS_SCHEMA.empty_table()
+    return joined.sort_by(
+        [("instrument", "ascending"), ("quantity", "ascending"), ("t", "ascending")]
+    )
+
+
 def detect(
     node: Node,
     engine: LakeEngine,
@@ -590,10 +601,7 @@ def detect(
         pairs.append(got.reference_pairs)
     with step("metrology"):
         # per category, as the engine answers them; an instrument has one category
-        joined = pa.concat_tables(pairs) if pairs else REFERENCE_PAIRS_SCHEMA.empty_table()
-        joined = joined.sort_by(
-            [("instrument", "ascending"), ("quantity", "ascending"), ("t", "ascending")]
-        )
+        joined = joined_reference_pairs(pairs)
         metrology = _metrology(node, _error_series(joined), reg, th)
     alerts += counters + clocks + stuck + metrology
     for s in sorted(steps, key=lambda s: s.instrument):
