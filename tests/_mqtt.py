@@ -157,6 +157,8 @@ class TcpProxy:
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
+        #: every byte the clients sent to the broker through the proxy, in order
+        self.sent = bytearray()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._server.getsockname()[1])
         self._conns: list[socket.socket] = []
@@ -178,13 +180,15 @@ class TcpProxy:
             up.settimeout(None)
             with self._lock:
                 self._conns += [down, up]
-            for a, b in ((down, up), (up, down)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, record in ((down, up, self.sent), (up, down, None)):
+                threading.Thread(target=self._pipe, args=(a, b, record), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, record: bytearray | None) -> None:
         try:
             while data := src.recv(65536):
+                if record is not None:
+                    with self._lock:
+                        record += data
                 dst.sendall(data)
         except OSError:
             pass

@@ -264,8 +264,30 @@ class Traffic:
                 if identity(b) not in acked[via]
             )
             lines.append(f"{via}: {len(todo)} not acknowledged, first {todo[:5]}")
-        lines.append(f"MQTT outcomes heard: {len(self.mqtt.outcomes())}")
+        heard = self.mqtt.outcomes()
+        statuses = sorted({o["status"] for _, o in heard})
+        lines.append(f"MQTT outcomes heard: {len(heard)} ({', '.join(statuses)})")
+        waiting = {
+            (b.parse().instrument, b.parse().counter)
+            for bs in self.over_mqtt
+            for b in bs
+            if identity(b) not in acked["mqtt"]
+        }
+        about = [(i, o) for i, o in heard if (i, o.get("counter")) in waiting]
+        lines.append(f"MQTT outcomes about those: {about[:10]}")
         return "\n".join(lines)
+
+    def stored_of_missing(self, stored: list[tuple[str, int, str]]) -> int:
+        """How many of the batches not acknowledged yet the node holds (failure messages)."""
+        acked = self.acknowledged()
+        held = set(stored)
+        return sum(
+            identity(b) in held
+            for via, devices in (("http", self.http), ("mqtt", self.over_mqtt))
+            for bs in devices
+            for b in bs
+            if identity(b) not in acked[via]
+        )
 
     def acknowledged(self) -> dict[str, set[tuple[str, int, str]]]:
         """(key_id, counter, digest) of the batches acknowledged so far, per transport."""
@@ -363,7 +385,10 @@ def _killed_during_intake(tmp_path: Path, db: str | None, schema: str | None) ->
                 traffic.done,
                 120,
                 "every batch acknowledged after the restart",
-                lambda: traffic.missing() + "\nnode log (tail):\n" + node.log()[-3000:],
+                lambda: traffic.missing()
+                + f"\nof those, stored by the node: {traffic.stored_of_missing(node.stored())}"
+                + "\nnode log (tail):\n"
+                + node.log()[-3000:],
             )
             for s in senders:
                 s.join(timeout=30)

@@ -303,6 +303,70 @@ def test_the_subscriber_reconnects_after_a_network_failure(fx: Fixture) -> None:
     assert [r.counter for r in fx.stored()] == [1, 2]
 
 
+def _client_packets(stream: bytes) -> list[tuple[str, int | None, str | None]]:
+    """(type, packet id, topic) of the MQTT 5 packets in a client's byte stream."""
+    out: list[tuple[str, int | None, str | None]] = []
+    at = 0
+    while at < len(stream):
+        kind, flags = stream[at] >> 4, stream[at] & 0x0F
+        length, shift, at = 0, 0, at + 1
+        while True:  # the remaining length: a variable byte integer
+            length |= (stream[at] & 0x7F) << shift
+            shift, at = shift + 7, at + 1
+            if not stream[at - 1] & 0x80:
+                break
+        body, at = stream[at : at + length], at + length
+        if kind == 3:  # PUBLISH: topic, then a packet id when QoS > 0
+            n = int.from_bytes(body[:2], "big")
+            topic = body[2 : 2 + n].decode()
+            pid = int.from_bytes(body[2 + n : 4 + n], "big") if (flags >> 1) & 3 else None
+            out.append(("PUBLISH", pid, topic))
+        elif kind == 4:  # PUBACK
+            out.append(("PUBACK", int.from_bytes(body[:2], "big"), None))
+    return out
+
+
+def test_a_message_is_acknowledged_after_the_broker_took_its_outcomes(fx: Fixture) -> None:
+    """paho holds QoS 1 publishes back while its in-flight window is full; had the node's
+    PUBACK for a batch gone out ahead of the batch's outcomes, a node killed in between
+    would leave a stored batch that is never answered (the broker would not redeliver it).
+    So every outcome of a message is on the wire before the message's acknowledgement."""
+    with proxy() as p:
+        b = parse_broker_url(fx.url)
+        sub = MqttIntake(
+            str(BrokerUrl("127.0.0.1", p.port, prefix=b.prefix)),
+            country="DE",
+            submit=fx.submit,
+            client_id=fx.client_id,
+        )
+        sub._client.max_inflight_messages_set(1)  # one outcome in flight at a time
+        fx.subscribers.append(sub)
+        sub.start()
+        assert sub.wait_subscribed(15)
+        batches = [fx.meter.batch() for _ in range(6)]
+        fx.publish(b"\n".join(x.wire() for x in batches[:4]))
+        fx.publish(b"\n".join(x.wire() for x in batches[4:]))
+        answers = fx.outcomes.wait_count(6)
+        assert [o["counter"] for _, o in answers] == [1, 2, 3, 4, 5, 6]
+        wait_until(lambda: sub.stats.acknowledged == 2, 10, "both acknowledgements")
+        with p._lock:
+            packets = _client_packets(bytes(p.sent))
+    outcomes = fx.topics.outcomes(fx.meter.instrument)
+    # through the proxy only the node speaks: its PUBACKs answer the broker's batch messages,
+    # its PUBLISHes are outcomes; the first message's four outcomes come before its PUBACK,
+    # the second's two before the second PUBACK
+    assert {topic for kind, _, topic in packets if kind == "PUBLISH"} == {outcomes}
+    order = [
+        "outcome" if kind == "PUBLISH" else "ack"
+        for kind, _, _ in packets
+        if kind in ("PUBLISH", "PUBACK")
+    ]
+    acks = [i for i, what in enumerate(order) if what == "ack"]
+    assert order.count("outcome") == 6 and len(acks) == 2, order
+    assert order[: acks[0]].count("outcome") == 4, order
+    assert order[: acks[1]].count("outcome") == 6, order
+
+
 def _metric(text: str, name: str) -> float:
     """The value of ``name`` (any labels) in Prometheus text; 0 when absent."""
     for line in text.splitlines():

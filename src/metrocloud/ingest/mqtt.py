@@ -19,7 +19,11 @@ The outcomes go to the ``outcomes`` topic of the instrument named by the message
 Durability ("acknowledged means durable"):
 
 * the client acknowledges by hand (``manual_ack``): a message's PUBACK is sent only after
-  the submission holding its lines returned, i.e. after the intake committed them;
+  the submission holding its lines returned, i.e. after the intake committed them, and
+  after the broker took every outcome published for it (their own PUBACKs: paho holds QoS 1
+  publishes back while its in-flight window is full, and an acknowledgement sent ahead of
+  them would leave a node killed meanwhile with a stored batch whose answer nobody ever
+  gets; acknowledged later, the batch is redelivered and answered ``duplicate``);
 * the session is persistent: a fixed client id per node, ``clean_start=False`` and a
   session expiry interval, so the broker keeps the subscription and queues QoS 1 messages
   while the node is down, and redelivers those it sent but never saw acknowledged; a
@@ -270,6 +274,16 @@ class _Received:
     lines: list[bytes]
 
 
+@dataclass(slots=True)
+class _Answering:
+    """A message whose outcomes are on their way to the broker; acknowledged when none is
+    left (``remaining``: outcome publishes the broker has not acknowledged yet)."""
+
+    message: _Received
+    remaining: int = 0
+    registered: bool = False
+
+
 Submit = Callable[[Sequence[bytes]], list[Outcome]]
 
 
@@ -316,6 +330,10 @@ class MqttIntake:
         self._abort = threading.Event()  # give up retrying a submission
         self._worker: threading.Thread | None = None
         self._unreachable = False  # warned about it (once per outage)
+        #: outcome publish mid -> the message it answers (until the broker acknowledged it)
+        self._answering: dict[int, _Answering] = {}
+        #: outcome mids the broker acknowledged before they were registered here
+        self._published_early: set[int] = set()
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -330,6 +348,7 @@ class MqttIntake:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         self._client = client
 
     # -- life cycle ------------------------------------------------------------------------
@@ -510,7 +529,6 @@ class MqttIntake:
             mine = outcomes[at : at + len(m.lines)]
             at += len(m.lines)
             self._answer(m, mine)
-            self._ack(m)
 
     def _submit_until_durable(self, lines: list[bytes]) -> list[Outcome] | None:
         """``submit(lines)``, retried with backoff while it fails (the database may be
@@ -531,6 +549,7 @@ class MqttIntake:
                 delay = min(delay * 2, 5.0)
 
     def _answer(self, m: _Received, outcomes: list[Outcome]) -> None:
+        """Publish ``m``'s outcomes; ``m`` is acknowledged once the broker took them all."""
         instrument = self.topics.instrument_of(m.topic)
         if instrument is None:
             log.warning(
@@ -539,15 +558,42 @@ class MqttIntake:
                 m.topic,
                 self.topics.subscription,
             )
+            self._ack(m)
             return
         topic = self.topics.outcomes(instrument)
+        answering = _Answering(m)
+        mids: list[int] = []
         for outcome in outcomes:
             info = self._client.publish(topic, outcome_payload(outcome), qos=1)
             if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                mids.append(info.mid)
                 with self._lock:
                     self.stats.outcomes_published += 1
-            else:
+            else:  # no answer will come for it: the batch is durable, acknowledge it anyway
                 log.warning("MQTT intake: outcome for %s not published (%s)", topic, info.rc)
+        with self._lock:
+            for mid in mids:
+                if mid in self._published_early:
+                    self._published_early.discard(mid)
+                else:
+                    self._answering[mid] = answering
+                    answering.remaining += 1
+            answering.registered = True
+            done = answering.remaining == 0
+        if done:
+            self._ack(m)
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _rc: Any, _p: Any = None) -> None:
+        """The broker took an outcome: acknowledge its message if it was the last one."""
+        with self._lock:
+            answering = self._answering.pop(mid, None)
+            if answering is None:  # acknowledged before _answer registered it
+                self._published_early.add(mid)
+                return
+            answering.remaining -= 1
+            done = answering.registered and answering.remaining == 0
+        if done:
+            self._ack(answering.message)
 
     def _ack(self, m: _Received) -> None:
         if m.qos == 0:
