@@ -3,6 +3,7 @@
     python bench/aas.py            # 10^5 shells against BaSyx, then 10^6 shells
     python bench/aas.py --quick    # the same code at 2,000 shells, BaSyx included (~1 min)
     python bench/aas.py --compare-only   # 10^5 shells against BaSyx, without the 10^6 run
+    python bench/aas.py --scale-only     # the 10^6 run of our node alone
 
 The node's AAS Part 2 API (``/aas/api/v3.0`` of ``metrocloud serve``, read as an authority)
 and, in the same run, the Eclipse BaSyx Python SDK 1.2.1 HTTP server (``WSGIApp`` under
@@ -460,6 +461,11 @@ def main() -> None:
         action="store_true",
         help="only the comparison with BaSyx at 10^5 shells (not the 10^6 run)",
     )
+    ap.add_argument(
+        "--scale-only",
+        action="store_true",
+        help="only the 10^6-shell run of our node (no BaSyx: it would need ~170 GiB there)",
+    )
     args = ap.parse_args()
     global SERVE_WORKERS  # noqa: PLW0603 - one setting for the whole run
     SERVE_WORKERS = args.workers
@@ -467,8 +473,12 @@ def main() -> None:
     with CpuWatch(None) as watch:
         time.sleep(2)
     noise(watch, "the 2 s before the run (the machine is not quiet)")
-    basyx_python = ensure_venv(args.venv)
     load = Load(seconds=3, retries=0) if args.quick else Load(seconds=10, retries=RETRIES)
+    if args.scale_only:
+        with tempfile.TemporaryDirectory(prefix="metrocloud-aas-bench-") as tmp:
+            at_scale(Path(tmp), 20_000 if args.quick else 1_000_000, load, rng)
+        return
+    basyx_python = ensure_venv(args.venv)
     if args.synthetic:
         with tempfile.TemporaryDirectory(prefix="metrocloud-aas-bench-") as tmp:
             basyx_only(Path(tmp), 2_000 if args.quick else 100_000, load, basyx_python, rng)

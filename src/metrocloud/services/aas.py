@@ -32,6 +32,7 @@ from sqlalchemy import ColumnElement, Connection, Select, func, select
 
 from metrocloud.domain.errors import InvalidInput, NotFound
 from metrocloud.domain.parties import PartyRole
+from metrocloud.services._aas_read_ahead import ReadAhead
 from metrocloud.services.common import (
     Actor,
     Page,
@@ -60,6 +61,7 @@ from metrocloud.twin import (
     instrument_shell,
     instrument_shell_json,
     instrument_submodel,
+    memo_misses,
     shell_id,
     type_shell,
     type_shell_json,
@@ -393,7 +395,13 @@ def prepare_shell_list(
     limit: int = 100,
     cursor: str | None = None,
 ) -> Prepared[Page[bytes]]:
-    """The page of :func:`list_shells_json`, read and checked, with its access-log rows."""
+    """The page of :func:`list_shells_json`, read and checked, with its access-log rows.
+
+    A plain walk (no filter) that rendered shells afresh has its next page rendered ahead
+    (:mod:`metrocloud.services._aas_read_ahead`); a page being rendered ahead is waited for.
+    """
+    walk = not id_short and not asset_links
+    ahead = walk and _READ_AHEAD.wait((id(node), actor, limit, cursor))
     types, found, nxt, by_grant = _shell_rows_checked(
         node,
         actor,
@@ -404,10 +412,31 @@ def prepare_shell_list(
         limit=limit,
         cursor=cursor,
     )
+    fresh = memo_misses()
     page = Page(
         [type_shell_json(r) for r in types] + [instrument_shell_json(r) for r in found], nxt
     )
+    if walk and nxt is not None and (ahead or memo_misses() > fresh):
+        after = nxt
+        _READ_AHEAD.offer(
+            (id(node), actor, limit, after), lambda: _render_ahead(node, actor, limit, after)
+        )
     return Prepared(page, _access_rows(node, actor, "aas.shells.list", found, by_grant))
+
+
+_READ_AHEAD = ReadAhead()
+
+
+def _render_ahead(node: Node, actor: Actor, limit: int, cursor: str) -> None:
+    """Render the shells of the page at ``cursor`` into the memo (nothing is returned)."""
+    with node.db.read() as conn:
+        types, found, _ = _shell_rows(
+            conn, actor, id_short=None, links=(), limit=limit, cursor=cursor
+        )
+    for row in types:
+        type_shell_json(row)
+    for row in found:
+        instrument_shell_json(row)
 
 
 def _readable_shell_rows(

@@ -40,6 +40,7 @@ from metrocloud.twin.serialize import (
 from metrocloud.twin.shells import (
     instrument_shell,
     instrument_shell_json,
+    memo_misses,
     type_shell,
     type_shell_json,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "instrument_submodels",
     "load_instrument",
     "load_type",
+    "memo_misses",
     "parse_shell_id",
     "parse_submodel_id",
     "semantic_id",

@@ -24,7 +24,13 @@ from metrocloud.twin.ids import (
 )
 from metrocloud.twin.serialize import to_json_bytes
 
-__all__ = ["instrument_shell", "instrument_shell_json", "type_shell", "type_shell_json"]
+__all__ = [
+    "instrument_shell",
+    "instrument_shell_json",
+    "memo_misses",
+    "type_shell",
+    "type_shell_json",
+]
 
 
 def _submodel_refs(record_id: str, names: tuple[str, ...]) -> list[aas.Reference]:
@@ -167,3 +173,8 @@ def type_shell_json(row: Any) -> bytes:
     return _type_json(
         row.id, row.number, row.model, row.category, row.notified_body_id, row.holder_id
     )
+
+
+def memo_misses() -> int:
+    """How many shells were rendered afresh so far (both memos; a hint for read-ahead)."""
+    return _instrument_json.cache_info().misses + _type_json.cache_info().misses
