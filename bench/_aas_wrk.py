@@ -13,12 +13,14 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CpuWatch", "WrkError", "WrkResult", "run_wrk"]
+__all__ = ["CpuWatch", "WalkResult", "WrkError", "WrkResult", "run_walk", "run_wrk"]
 
 _MARK = "WRK-RESULT "
 
@@ -205,6 +207,168 @@ def run_wrk(
         p50_ms=r["p50_us"] / 1000,
         p99_ms=r["p99_us"] / 1000,
         max_ms=r["max_us"] / 1000,
+        server_cores=watch.server_cores,
+        others_cores=watch.others_cores,
+    )
+
+
+# -- a listing walk: one connection, each request built from the answer before ----------------
+
+_WALK_LUA = r"""
+local first = %(first)s
+local base = %(base)s
+local mode = %(mode)s
+local page = %(page)d
+local auth = %(auth)s
+local out = assert(io.open(%(bodies)s, "wb"))
+local headers = {["Accept"] = "application/json"}
+if auth ~= "" then headers["Authorization"] = auth end
+local path = first
+local offset = 1
+local pages = 0
+local failed = nil
+
+function request()
+  return wrk.format("GET", path, headers)
+end
+
+-- wrk's main thread sleeps for the whole -d duration: the marker tells the caller to
+-- interrupt it (SIGINT, as Ctrl-C would)
+function finish()
+  out:close()
+  local marker = assert(io.open(%(bodies)s .. ".done", "wb"))
+  marker:close()
+  wrk.thread:stop()
+end
+
+function response(status, hdrs, body)
+  if status ~= 200 then
+    failed = status
+    finish()
+    return
+  end
+  pages = pages + 1
+  out:write(path, "\t", body, "\n")
+  local nxt = nil
+  if mode == "cursor" then
+    -- the node answers {"paging_metadata":{"cursor":"..."},"result":[...]}; no cursor: the end
+    local c = string.match(string.sub(body, 1, 400), '^{"paging_metadata":{"cursor":"([^"]+)"')
+    if c then nxt = base .. "?limit=" .. page .. "&cursor=" .. c end
+  else
+    -- offsets (cursor = 1-based index of the first item); a short page is the last one
+    local _, n = string.gsub(body, '"modelType":%%s*"AssetAdministrationShell"', "")
+    if n == page then
+      offset = offset + page
+      nxt = base .. "?limit=" .. page .. "&cursor=" .. offset
+    end
+  end
+  if nxt == nil then
+    finish()
+  else
+    path = nxt
+  end
+end
+
+function done(summary, latency, requests)
+  io.write(string.format(
+    '%(mark)s{"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, ' ..
+    '"failed": %%d, "errors": %%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    failed or 0, summary.errors.connect + summary.errors.read + summary.errors.write +
+    summary.errors.timeout))
+end
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WalkResult:
+    pages: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    #: one line per page: the request path, a tab, the answer's body
+    bodies: Path
+    server_cores: float = 0.0
+    others_cores: float = 0.0
+
+
+def run_walk(
+    base_url: str,
+    list_path: str,
+    *,
+    mode: str,
+    page: int,
+    bodies: Path,
+    auth: str = "",
+    max_seconds: int = 7200,
+    server_pid: int | None = None,
+) -> WalkResult:
+    """Walk a paged list with wrk on one connection, each page's request made from the
+    answer before (``mode``: ``cursor`` follows the node's cursors, ``offset`` BaSyx's
+    1-based offsets to a short page). Every answer is written to ``bodies``; the figures are
+    wrk's, so no Python client shares the cores with the server while it is measured."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise WrkError("wrk is not installed (Debian: apt-get install -y wrk)")
+    if mode not in ("cursor", "offset"):
+        raise WrkError(f"unknown walk mode {mode!r}")
+    first = f"{list_path}?limit={page}" + ("&cursor=1" if mode == "offset" else "")
+    with tempfile.TemporaryDirectory(prefix="metrocloud-wrk-") as tmp:
+        script = Path(tmp) / "walk.lua"
+        script.write_text(
+            _WALK_LUA
+            % {
+                "first": _lua_string(first),
+                "base": _lua_string(list_path),
+                "mode": _lua_string(mode),
+                "page": page,
+                "auth": _lua_string(auth),
+                "bodies": _lua_string(str(bodies)),
+                "mark": _MARK,
+            }
+        )
+        marker = Path(f"{bodies}.done")
+        marker.unlink(missing_ok=True)
+        watch = CpuWatch(server_pid)
+        with watch:
+            proc = subprocess.Popen(
+                [
+                    wrk,
+                    "-c1",
+                    "-t1",
+                    f"-d{max_seconds}s",
+                    "--timeout=300s",
+                    "--latency",
+                    "-s",
+                    str(script),
+                    base_url,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            while proc.poll() is None and not marker.exists():
+                time.sleep(0.005)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate()
+        marker.unlink(missing_ok=True)
+    proc_rc = proc.returncode
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(_MARK)]
+    if proc_rc != 0 or len(lines) != 1:
+        raise WrkError(f"wrk exited {proc_rc}: {stderr.strip() or stdout}")
+    r = json.loads(lines[0][len(_MARK) :])
+    if r["failed"] or r["errors"]:
+        raise WrkError(f"the walk of {base_url}{list_path} failed: {r}")
+    pages = sum(1 for _ in bodies.open("rb"))
+    if pages != r["requests"]:
+        raise WrkError(f"wrk made {r['requests']} requests but {pages} pages were written")
+    return WalkResult(
+        pages=pages,
+        seconds=r["duration_us"] / 1e6,
+        p50_ms=r["p50_us"] / 1000,
+        p99_ms=r["p99_us"] / 1000,
+        bodies=bodies,
         server_cores=watch.server_cores,
         others_cores=watch.others_cores,
     )

@@ -15,8 +15,10 @@ package) with 8 keep-alive connections on 2 threads:
   instrument per request;
 - GET a list page (``limit=100``): the first page and the last full one (by the cursor the
   listing pass was given for it);
-- the full listing pass: every page with ``limit=100`` in sequence on one connection (the
-  node's cursors as it answers them; BaSyx's offsets, see ``_aas_basyx``), checking that each
+- the full listing pass: every page with ``limit=100`` in sequence on one connection, also
+  driven by wrk (``_aas_wrk.run_walk``: its Lua script makes each request from the answer
+  before, the node's cursors as it answers them, BaSyx's offsets, see ``_aas_basyx``, and
+  writes the answers to a file that is parsed after the clock stopped), checking that each
   shell is seen exactly once;
 - each server's peak RSS (VmHWM): ours over a fresh ``serve`` process after seeding, BaSyx's
   after loading the environment and after its runs.
@@ -48,7 +50,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _aas_basyx import BASYX_PREFIX, BasyxServer, ensure_venv
 from _aas_node import AAS_PREFIX, CERTIFICATES, Node, peak_rss_mib, seed
-from _aas_wrk import CpuWatch, WrkResult, run_wrk
+from _aas_wrk import CpuWatch, WalkResult, WrkResult, run_walk, run_wrk
 
 HERE = Path(__file__).resolve().parent
 PAGE = 100
@@ -113,52 +115,42 @@ def _take(listing: Listing, result: list[dict[str, object]]) -> None:
                 listing.instruments.append((sid, nameplate))
 
 
-def list_ours(url: str, auth: str, progress_every: int = 1000) -> Listing:
-    """Walk ``/shells`` by the node's own cursors until it answers none."""
-    listing = Listing()
-    query = f"limit={PAGE}"
-    with httpx.Client(base_url=url, headers={"Authorization": auth}, timeout=300) as http:
-        began = time.perf_counter()
-        while True:
-            r = http.get(f"{AAS_PREFIX}/shells?{query}")
-            r.raise_for_status()
-            body = orjson.loads(r.content)
-            listing.pages += 1
-            if len(body["result"]) == PAGE:
-                listing.last_page_query = query
-            _take(listing, body["result"])
-            cursor = (body.get("paging_metadata") or {}).get("cursor")
-            if not cursor:
-                break
-            query = f"limit={PAGE}&cursor={cursor}"
-            if listing.pages % progress_every == 0:
-                log(f"  ours: {listing.pages} pages, {len(listing.shells)} shells")
-        listing.seconds = time.perf_counter() - began
-    return listing
-
-
-def list_basyx(url: str, progress_every: int = 100) -> Listing:
-    """Walk BaSyx's ``/shells`` by offsets (cursor = 1-based first index) to a short page."""
-    listing = Listing()
-    with httpx.Client(base_url=url, timeout=300) as http:
-        began = time.perf_counter()
-        first = 1
-        while True:
-            query = f"limit={PAGE}&cursor={first}"
-            r = http.get(f"{BASYX_PREFIX}/shells?{query}")
-            r.raise_for_status()
-            result = orjson.loads(r.content)["result"]
-            listing.pages += 1
+def _walked(walk: WalkResult) -> Listing:
+    """The listing a wrk walk saw (its answers parsed after the clock stopped)."""
+    listing = Listing(seconds=walk.seconds, pages=walk.pages)
+    with walk.bodies.open("rb") as pages:
+        for line in pages:
+            path, _, body = line.rstrip(b"\n").partition(b"\t")
+            result = orjson.loads(body)["result"]
             if len(result) == PAGE:
-                listing.last_page_query = query
+                listing.last_page_query = path.decode().split("?", 1)[1]
             _take(listing, result)
-            if len(result) < PAGE:
-                break
-            first += PAGE
-            if listing.pages % progress_every == 0:
-                log(f"  BaSyx: {listing.pages} pages, {len(listing.shells)} shells")
-        listing.seconds = time.perf_counter() - began
+    walk.bodies.unlink()
+    log(f"  {listing.pages} pages in {walk.seconds:.1f} s (p50 {walk.p50_ms:.1f} ms a page)")
     return listing
+
+
+def list_ours(url: str, auth: str) -> Listing:
+    """Walk ``/shells`` by the node's own cursors until it answers none (wrk, one connection)."""
+    with tempfile.TemporaryDirectory(prefix="metrocloud-aas-walk-") as tmp:
+        walk = run_walk(
+            url,
+            f"{AAS_PREFIX}/shells",
+            mode="cursor",
+            page=PAGE,
+            bodies=Path(tmp) / "pages",
+            auth=auth,
+        )
+        return _walked(walk)
+
+
+def list_basyx(url: str) -> Listing:
+    """Walk BaSyx's ``/shells`` by offsets (cursor = 1-based first index) to a short page."""
+    with tempfile.TemporaryDirectory(prefix="metrocloud-aas-walk-") as tmp:
+        walk = run_walk(
+            url, f"{BASYX_PREFIX}/shells", mode="offset", page=PAGE, bodies=Path(tmp) / "pages"
+        )
+        return _walked(walk)
 
 
 @dataclass(frozen=True)
