@@ -385,10 +385,12 @@ def _killed_during_intake(tmp_path: Path, db: str | None, schema: str | None) ->
                 traffic.done,
                 120,
                 "every batch acknowledged after the restart",
-                lambda: traffic.missing()
-                + f"\nof those, stored by the node: {traffic.stored_of_missing(node.stored())}"
-                + "\nnode log (tail):\n"
-                + node.log()[-3000:],
+                lambda: (
+                    traffic.missing()
+                    + f"\nof those, stored by the node: {traffic.stored_of_missing(node.stored())}"
+                    + "\nnode log (tail):\n"
+                    + node.log()[-3000:]
+                ),
             )
             for s in senders:
                 s.join(timeout=30)

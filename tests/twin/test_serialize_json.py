@@ -36,7 +36,9 @@ def test_the_fast_writer_equals_the_standard_library(tree: Any) -> None:
 
 
 @given(_TEXT, _TEXT)
-def test_rendered_elements_serialize_as_the_standard_library_would(id_short: str, value: str) -> None:
+def test_rendered_elements_serialize_as_the_standard_library_would(
+    id_short: str, value: str
+) -> None:
     prop = aas.Property(
         value_type=aas.DataTypeDefXSD.STRING, id_short="Name" + str(len(id_short)), value=value
     )
