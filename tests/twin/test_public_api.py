@@ -19,6 +19,7 @@ PUBLIC = {
     "instrument_shell_json",
     "type_shell",
     "type_shell_json",
+    "memo_misses",  # how many shells were rendered afresh (the listing read-ahead's hint)
     "instrument_submodel",
     "instrument_submodels",
     "type_submodel",
@@ -64,6 +65,7 @@ def test_the_signatures_the_http_api_relies_on() -> None:
 
     assert params(twin.load_instrument) == ["conn", "instrument_id"]
     assert params(twin.load_type) == ["conn", "certificate_id"]
+    assert params(twin.memo_misses) == []
     assert params(twin.instrument_shell) == ["row"]
     assert params(twin.type_shell) == ["row"]
     assert params(twin.instrument_submodel) == ["view", "name", "base_url"]
