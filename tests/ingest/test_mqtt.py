@@ -310,11 +310,13 @@ def _client_packets(stream: bytes) -> list[tuple[str, int | None, str | None]]:
     while at < len(stream):
         kind, flags = stream[at] >> 4, stream[at] & 0x0F
         length, shift, at = 0, 0, at + 1
-        while True:  # the remaining length: a variable byte integer
+        while at < len(stream):  # the remaining length: a variable byte integer
             length |= (stream[at] & 0x7F) << shift
             shift, at = shift + 7, at + 1
             if not stream[at - 1] & 0x80:
                 break
+        if at + length > len(stream):  # a packet still on its way
+            break
         body, at = stream[at : at + length], at + length
         if kind == 3:  # PUBLISH: topic, then a packet id when QoS > 0
             n = int.from_bytes(body[:2], "big")
@@ -349,8 +351,16 @@ def test_a_message_is_acknowledged_after_the_broker_took_its_outcomes(fx: Fixtur
         answers = fx.outcomes.wait_count(6)
         assert [o["counter"] for _, o in answers] == [1, 2, 3, 4, 5, 6]
         wait_until(lambda: sub.stats.acknowledged == 2, 10, "both acknowledgements")
-        with p._lock:
-            packets = _client_packets(bytes(p.sent))
+
+        def sent() -> list[tuple[str, int | None, str | None]]:
+            with p._lock:
+                return _client_packets(bytes(p.sent))
+
+        # acknowledged by the client means queued: wait until both PUBACKs passed the proxy
+        wait_until(
+            lambda: sum(kind == "PUBACK" for kind, _, _ in sent()) >= 2, 10, "both PUBACKs sent"
+        )
+        packets = sent()
     outcomes = fx.topics.outcomes(fx.meter.instrument)
     # through the proxy only the node speaks: its PUBACKs answer the broker's batch messages,
     # its PUBLISHes are outcomes; the first message's four outcomes come before its PUBACK,
