@@ -458,6 +458,12 @@ def main() -> None:
         action="store_true",
         help="only the 10^6-shell run of our node (no BaSyx: it would need ~170 GiB there)",
     )
+    ap.add_argument(
+        "--shells",
+        type=int,
+        default=None,
+        help="with --scale-only: this many shells instead of 10^6 (20,000 with --quick)",
+    )
     args = ap.parse_args()
     global SERVE_WORKERS  # noqa: PLW0603 - one setting for the whole run
     SERVE_WORKERS = args.workers
@@ -468,7 +474,8 @@ def main() -> None:
     load = Load(seconds=3, retries=0) if args.quick else Load(seconds=10, retries=RETRIES)
     if args.scale_only:
         with tempfile.TemporaryDirectory(prefix="metrocloud-aas-bench-") as tmp:
-            at_scale(Path(tmp), 20_000 if args.quick else 1_000_000, load, rng)
+            n = args.shells or (20_000 if args.quick else 1_000_000)
+            at_scale(Path(tmp), n, load, rng)
         return
     basyx_python = ensure_venv(args.venv)
     if args.synthetic:

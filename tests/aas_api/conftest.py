@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,8 @@ class Pop:
     b: list[str]
     #: SQL sent to the database while the test runs, with its parameters
     statements: list[str] = field(default_factory=list)
+    #: the thread that sent each statement (the read-ahead's are not a request's)
+    threads: list[str] = field(default_factory=list)
     parameters: list[Any] = field(default_factory=list)
 
     @property
@@ -139,6 +142,7 @@ def pop(world: World, client: TestClient) -> Iterator[Pop]:
     def count(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
         p.statements.append(statement)
         p.parameters.append(parameters)
+        p.threads.append(threading.current_thread().name)
 
     event.listen(w.node.db.engine, "before_cursor_execute", count)
     yield p

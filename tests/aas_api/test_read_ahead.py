@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -12,6 +13,7 @@ from metrocloud.services import aas as svc
 from metrocloud.services._aas_read_ahead import ReadAhead
 from metrocloud.twin import memo_misses
 from metrocloud.twin import shells as twin_shells
+from metrocloud.twin._render_process import RenderProcess
 
 from .conftest import SHELL, Pop, register
 
@@ -54,10 +56,41 @@ def test_a_cold_walk_renders_each_next_page_ahead_and_answers_the_same(cold: Pop
     assert memo_misses() - misses == len(expected)
 
 
+def test_with_a_render_process_the_next_pages_are_rendered_there(
+    cold: Pop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = [s["id"] for s in cold.walk("/shells", limit=1000)]
+    helper = RenderProcess(enabled=True)
+    monkeypatch.setattr(svc, "_RENDERER", helper)
+    try:
+        deadline = time.monotonic() + 60
+        while helper.render([("x", "s", "gas", "m", "c")], []) is None:  # until it is up
+            assert time.monotonic() < deadline, "the render process never became ready"
+            time.sleep(0.05)
+        before = helper.rendered
+        twin_shells._instrument_json.cache_clear()
+        twin_shells._type_json.cache_clear()
+        done, misses = svc._READ_AHEAD.done, memo_misses()
+        got, cursor = _page(cold, None)
+        while cursor is not None:
+            ids, cursor = _page(cold, cursor)  # at once: the request waits for its page
+            got += ids
+    finally:
+        helper.close()
+    assert got == expected
+    pages = svc._READ_AHEAD.done - done
+    assert pages == 7
+    # the pages after the first were rendered by the helper (5 shells each), each shell
+    # entered the memo once, and none was left over
+    assert helper.rendered - before == len(expected) - 5
+    assert memo_misses() - misses == len(expected)
+    assert not any(k[1] in {i.removeprefix(SHELL) for i in got} for k in twin_shells._primed)
+
+
 def test_pages_served_from_the_memo_read_nothing_ahead(cold: Pop) -> None:
     _, cursor = _page(cold, None)  # cold: page 2 is rendered ahead
     deadline = time.monotonic() + 10
-    while svc._READ_AHEAD._running and time.monotonic() < deadline:
+    while not svc._READ_AHEAD.idle() and time.monotonic() < deadline:
         time.sleep(0.005)
     done = svc._READ_AHEAD.done
     for _ in range(5):  # the first page again and again (a dashboard polling it): all warm
@@ -75,38 +108,106 @@ def test_a_filtered_listing_reads_nothing_ahead(cold: Pop) -> None:
     assert svc._READ_AHEAD.done == done
 
 
-def test_one_page_at_a_time_offers_while_busy_are_dropped_and_waits_see_the_result() -> None:
-    ahead = ReadAhead()
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+NEXT = {"p2": "p3", "p3": "p4", "p4": "p5", "p5": None}
+
+
+def test_one_walk_at_most_depth_pages_ahead_waits_see_the_result() -> None:
+    ahead = ReadAhead(depth=2)
     release = threading.Event()
     rendered: list[str] = []
 
-    def slow() -> None:
+    def render(cursor: str) -> tuple[str | None, None]:
         release.wait(10)
-        rendered.append("p2")
+        rendered.append(cursor)
+        return NEXT[cursor], None
 
-    assert ahead.offer("p2", slow)
-    assert not ahead.offer("p3", lambda: rendered.append("p3"))  # busy: dropped
-    assert not ahead.offer("p2", slow)  # already running
-    waiter = threading.Thread(target=lambda: rendered.append(f"wait {ahead.wait('p2')}"))
+    assert ahead.offer("A", "p2", render)
+    assert not ahead.offer("B", "q2", lambda c: (None, None))  # busy with walk A: dropped
+    waiter = threading.Thread(target=lambda: rendered.append(f"wait {ahead.wait('A', 'p2')}"))
     waiter.start()
     time.sleep(0.05)
     assert rendered == []  # the request for p2 waits for the read-ahead of p2
     release.set()
     waiter.join(10)
-    assert rendered == ["p2", "wait True"]
-    assert ahead.wait("p2") is False  # asked for once: forgotten
-    assert ahead.wait("never offered") is False
+    assert rendered[0] == "p2" and "wait True" in rendered  # it waited for the rendering
+    # p2 asked for: the thread goes on to p3 and p4, then stops two pages ahead
+    _until(lambda: ahead.done == 3 and ahead.idle())
+    time.sleep(0.05)
+    assert [r for r in rendered if r.startswith("p")] == ["p2", "p3", "p4"]
+    assert ahead.offer("A", "p3", render)  # already ahead: nothing rendered twice
+    time.sleep(0.05)
+    assert ahead.done == 3
+    assert ahead.wait("A", "p3") is True  # asked for: one page further, p5 (the last)
+    _until(lambda: ahead.done == 4 and ahead.idle())
+    assert ahead.wait("A", "p3") is False  # asked for once: forgotten
+    assert ahead.wait("A", "never offered") is False
+    assert ahead.wait("B", "q2") is False
+    assert ahead.wait("A", None) is False  # a first page is never read ahead
+    # idle now: another walk takes the thread over
+    assert ahead.offer("B", "q2", lambda c: (rendered.append(c), None))
+    _until(lambda: ahead.done == 5)
+    assert rendered[-1] == "q2"
 
 
 def test_a_failing_read_ahead_is_only_a_lost_hint() -> None:
     ahead = ReadAhead()
 
-    def broken() -> None:
+    def broken(cursor: str) -> tuple[str | None, None]:
         raise RuntimeError("database gone")
 
-    assert ahead.offer("p2", broken)
-    assert ahead.wait("p2") is True  # it ran (and failed): the request renders itself
+    assert ahead.offer("A", "p2", broken)
+    assert ahead.wait("A", "p2") is True  # it ran (and failed): the request renders itself
     rendered: list[str] = []
-    assert ahead.offer("p3", lambda: rendered.append("p3"))
-    ahead.wait("p3")
+
+    def render(cursor: str) -> tuple[str | None, None]:
+        rendered.append(cursor)
+        return None, None
+
+    assert ahead.offer("A", "p3", render)  # the walk goes on from the page after it
+    _until(lambda: bool(rendered))
     assert rendered == ["p3"] and ahead.done == 1
+
+
+def test_rendering_finished_elsewhere_lets_the_next_page_be_read_meanwhile() -> None:
+    ahead = ReadAhead(depth=2)
+    read: list[str] = []
+    finished: list[str] = []
+    gates = {c: threading.Event() for c in NEXT}
+
+    def render(cursor: str) -> tuple[str | None, Callable[[], None]]:
+        read.append(cursor)
+
+        def finish() -> None:
+            gates[cursor].wait(10)
+            if cursor == "p3":
+                raise RuntimeError("render process gone")
+            finished.append(cursor)
+
+        return NEXT[cursor], finish
+
+    assert ahead.offer("A", "p2", render)
+    # p2's rendering is not finished, yet p3's rows were read meanwhile (two pages ahead)
+    _until(lambda: read == ["p2", "p3"])
+    time.sleep(0.05)
+    assert read == ["p2", "p3"] and finished == []
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(ahead.wait("A", "p2")))
+    waiter.start()
+    time.sleep(0.05)
+    assert got == []  # the request waits for the rendering, not only for the rows
+    gates["p2"].set()
+    waiter.join(10)
+    assert got == [True] and finished == ["p2"]
+    _until(lambda: read == ["p2", "p3", "p4"])  # p2 asked for: one page further
+    gates["p3"].set()  # p3's rendering fails: only a lost hint, its request renders itself
+    assert ahead.wait("A", "p3") is True
+    gates["p4"].set()
+    assert ahead.wait("A", "p4") is True
+    assert finished == ["p2", "p4"] and ahead.done == 2

@@ -6,6 +6,7 @@ so a list page of shells costs the one keyset query that fetched the rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -25,9 +26,14 @@ from metrocloud.twin.ids import (
 from metrocloud.twin.serialize import to_json_bytes
 
 __all__ = [
+    "instrument_fields",
     "instrument_shell",
     "instrument_shell_json",
     "memo_misses",
+    "prime",
+    "render_instrument",
+    "render_type",
+    "type_fields",
     "type_shell",
     "type_shell_json",
 ]
@@ -132,10 +138,10 @@ class _Fields:
             setattr(self, k, v)
 
 
-@lru_cache(maxsize=_MEMO_SIZE)
-def _instrument_json(
+def render_instrument(
     id_: str, serial: str, category: str, manufacturer_id: str, certificate_id: str
 ) -> bytes:
+    """The JSON of an instrument's shell from the fields it is made of (no memo)."""
     row = _Fields(
         id=id_,
         serial=serial,
@@ -146,10 +152,10 @@ def _instrument_json(
     return to_json_bytes(instrument_shell(row))
 
 
-@lru_cache(maxsize=_MEMO_SIZE)
-def _type_json(
+def render_type(
     id_: str, number: str, model: str, category: str, notified_body_id: str, holder_id: str
 ) -> bytes:
+    """The JSON of a type's shell from the fields it is made of (no memo)."""
     row = _Fields(
         id=id_,
         number=number,
@@ -161,20 +167,68 @@ def _type_json(
     return to_json_bytes(type_shell(row))
 
 
+#: shells rendered ahead of their request (by the read-ahead's render process), keyed like
+#: the memo and taken into it at their first request; oldest dropped beyond _PRIMED_SIZE
+_primed: dict[tuple[str, ...], bytes] = {}
+_PRIMED_SIZE = 20_000
+
+
+def instrument_fields(row: Any) -> tuple[str, ...]:
+    """The fields an instrument's shell is made of (the memo's key)."""
+    return (row.id, row.serial, row.category, row.manufacturer_id, row.certificate_id)
+
+
+def type_fields(row: Any) -> tuple[str, ...]:
+    """The fields a type's shell is made of (the memo's key)."""
+    return (row.id, row.number, row.model, row.category, row.notified_body_id, row.holder_id)
+
+
+def prime(
+    instruments: Iterable[tuple[tuple[str, ...], bytes]],
+    types: Iterable[tuple[tuple[str, ...], bytes]],
+) -> None:
+    """Hand over shells rendered elsewhere from exactly these fields (``render_*(*fields)``).
+
+    They enter the memo at their first request, as if rendered then."""
+    for fields, body in instruments:
+        _primed[("i", *fields)] = body
+    for fields, body in types:
+        _primed[("t", *fields)] = body
+    while len(_primed) > _PRIMED_SIZE:
+        _primed.pop(next(iter(_primed)), None)
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _instrument_json(
+    id_: str, serial: str, category: str, manufacturer_id: str, certificate_id: str
+) -> bytes:
+    body = _primed.pop(("i", id_, serial, category, manufacturer_id, certificate_id), None)
+    if body is not None:
+        return body
+    return render_instrument(id_, serial, category, manufacturer_id, certificate_id)
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _type_json(
+    id_: str, number: str, model: str, category: str, notified_body_id: str, holder_id: str
+) -> bytes:
+    body = _primed.pop(("t", id_, number, model, category, notified_body_id, holder_id), None)
+    if body is not None:
+        return body
+    return render_type(id_, number, model, category, notified_body_id, holder_id)
+
+
 def instrument_shell_json(row: Any) -> bytes:
     """``to_json_bytes(instrument_shell(row))``, memoized on the fields it depends on."""
-    return _instrument_json(
-        row.id, row.serial, row.category, row.manufacturer_id, row.certificate_id
-    )
+    return _instrument_json(*instrument_fields(row))
 
 
 def type_shell_json(row: Any) -> bytes:
     """``to_json_bytes(type_shell(row))``, memoized on the fields it depends on."""
-    return _type_json(
-        row.id, row.number, row.model, row.category, row.notified_body_id, row.holder_id
-    )
+    return _type_json(*type_fields(row))
 
 
 def memo_misses() -> int:
-    """How many shells were rendered afresh so far (both memos; a hint for read-ahead)."""
+    """How many shells entered the memo so far (both memos; a hint for read-ahead): rendered
+    at their request, or rendered ahead elsewhere and handed over by :func:`prime`."""
     return _instrument_json.cache_info().misses + _type_json.cache_info().misses
