@@ -78,8 +78,26 @@ def _process_ticks(pid: int) -> int:
     return int(rest[11]) + int(rest[12])  # utime + stime
 
 
+def _tree_ticks(pid: int) -> int:
+    """CPU ticks of ``pid`` and its live descendants (worker processes, the render helper)."""
+    import psutil
+
+    total = _process_ticks(pid)
+    try:
+        kids = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return total
+    for kid in kids:
+        try:
+            total += _process_ticks(kid.pid)
+        except (FileNotFoundError, ProcessLookupError):  # it just ended
+            continue
+    return total
+
+
 class CpuWatch:
-    """How busy the machine was, outside the measured server, wrk and this process.
+    """How busy the machine was, outside the measured server (its process and the processes
+    it started), wrk and this process.
 
     Two cores are shared with whatever else runs here (a test suite, say); a measurement
     taken while others used a sizable share of them is reported as disturbed.
@@ -91,7 +109,7 @@ class CpuWatch:
         self.server_cores = 0.0
 
     def _server(self) -> int:
-        return 0 if self.server_pid is None else _process_ticks(self.server_pid)
+        return 0 if self.server_pid is None else _tree_ticks(self.server_pid)
 
     def __enter__(self) -> CpuWatch:
         self._t0 = os.times().elapsed
