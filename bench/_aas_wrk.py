@@ -19,6 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["CpuWatch", "WalkResult", "WrkError", "WrkResult", "run_walk", "run_wrk"]
 
@@ -161,6 +162,22 @@ def _lua_string(s: str) -> str:
     return json.dumps(s)  # a JSON string of ASCII is a valid Lua string literal
 
 
+def _wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise WrkError("wrk is not installed (Debian: apt-get install -y wrk)")
+    return wrk
+
+
+def _summary(returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
+    """The one marked JSON line the Lua ``done`` wrote, or WrkError."""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(_MARK)]
+    if returncode != 0 or len(lines) != 1:
+        raise WrkError(f"wrk exited {returncode}: {stderr.strip() or stdout}")
+    summary: dict[str, Any] = json.loads(lines[0][len(_MARK) :])
+    return summary
+
+
 def run_wrk(
     base_url: str,
     paths: list[str],
@@ -173,9 +190,7 @@ def run_wrk(
     server_pid: int | None = None,
 ) -> WrkResult:
     """Run wrk against ``base_url`` with a random pick of ``paths`` per request."""
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise WrkError("wrk is not installed (Debian: apt-get install -y wrk)")
+    wrk = _wrk()
     if not all(p.isascii() and p.startswith("/") and "\n" not in p for p in paths):
         raise WrkError("paths must be ASCII, absolute and single-line")
     with tempfile.TemporaryDirectory(prefix="metrocloud-wrk-") as tmp:
@@ -208,10 +223,7 @@ def run_wrk(
                 text=True,
                 check=False,
             )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_MARK)]
-    if proc.returncode != 0 or len(lines) != 1:
-        raise WrkError(f"wrk exited {proc.returncode}: {proc.stderr.strip() or proc.stdout}")
-    r = json.loads(lines[0][len(_MARK) :])
+    r = _summary(proc.returncode, proc.stdout, proc.stderr)
     bad = {k: r[k] for k in ("connect", "read", "write", "status", "timeout") if r[k]}
     if bad:
         raise WrkError(f"wrk saw failures against {base_url}: {bad} of {r['requests']} requests")
@@ -325,9 +337,7 @@ def run_walk(
     answer before (``mode``: ``cursor`` follows the node's cursors, ``offset`` BaSyx's
     1-based offsets to a short page). Every answer is written to ``bodies``; the figures are
     wrk's, so no Python client shares the cores with the server while it is measured."""
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise WrkError("wrk is not installed (Debian: apt-get install -y wrk)")
+    wrk = _wrk()
     if mode not in ("cursor", "offset"):
         raise WrkError(f"unknown walk mode {mode!r}")
     first = f"{list_path}?limit={page}" + ("&cursor=1" if mode == "offset" else "")
@@ -371,11 +381,7 @@ def run_walk(
                 proc.send_signal(signal.SIGINT)
             stdout, stderr = proc.communicate()
         marker.unlink(missing_ok=True)
-    proc_rc = proc.returncode
-    lines = [ln for ln in stdout.splitlines() if ln.startswith(_MARK)]
-    if proc_rc != 0 or len(lines) != 1:
-        raise WrkError(f"wrk exited {proc_rc}: {stderr.strip() or stdout}")
-    r = json.loads(lines[0][len(_MARK) :])
+    r = _summary(proc.returncode, stdout, stderr)
     if r["failed"] or r["errors"]:
         raise WrkError(f"the walk of {base_url}{list_path} failed: {r}")
     pages = sum(1 for _ in bodies.open("rb"))
