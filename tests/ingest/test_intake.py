@@ -585,7 +585,7 @@ def test_busy_threads_step_aside_while_a_writer_holds_the_database() -> None:
 
 
 def test_write_turns_queue_in_a_lock_file_next_to_a_sqlite_database(world: World) -> None:
-    from metrocloud.ingest.intake import write_turn
+    from metrocloud.store.turns import write_turn
 
     db = world.node.db
     with write_turn(db):

@@ -57,11 +57,12 @@ from sqlalchemy import and_, delete, select, tuple_, update
 from metrocloud.domain.errors import MetrocloudError
 from metrocloud.formats._ocmf_rules import parse_time
 from metrocloud.formats.ocmf import effective_readings, parse_ocmf
-from metrocloud.ingest.intake import TURNS, write_turn
+from metrocloud.ingest.intake import TURNS
 from metrocloud.ingest.ocmf import OCMF_PREFIX, reading_status
 from metrocloud.lake import Lake
 from metrocloud.store.database import Database
 from metrocloud.store.schema import intake_batches, intake_wire
+from metrocloud.store.turns import write_turn
 
 __all__ = ["IntakeLogCorrupt", "LakeFlusher"]
 

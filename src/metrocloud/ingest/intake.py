@@ -44,17 +44,14 @@ is never held by a thread that itself waits for the interpreter lock.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Table, select
@@ -74,6 +71,7 @@ from metrocloud.store.schema import (
     intake_wire,
     quarantine,
 )
+from metrocloud.store.turns import write_turn
 from metrocloud.trust.keys import PublicKey
 
 __all__ = [
@@ -209,76 +207,6 @@ class _Turns:
 
 #: this process's turns (the intake's checks and writes, the lake flusher's work)
 TURNS = _Turns()
-
-
-class _WriteTurn:
-    """One write transaction at a time on a SQLite file among the intake and the lake
-    flusher of all the node's processes, queued in the kernel (``flock`` on
-    ``<database>-write.lock``): the next writer is woken when the lock is released, where
-    SQLite's own busy handler retries after sleeps of up to 100 ms, leaving the database idle
-    meanwhile.
-
-    The lake flusher goes first (``priority``): it is one thread against many submissions,
-    and the lake falling behind the intake only moves the work to later. In this process a
-    condition orders the threads; across processes the flusher holds ``<database>-flush.lock``
-    while it waits, and the intake's writers wait for that lock to be free before they queue.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._cond = threading.Condition(threading.Lock())  # flock is per file, not thread
-        self._held = False
-        self._first = 0  # priority callers waiting
-        self._fd = os.open(path.with_name(path.name + "-write.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        self._flush_fd = os.open(
-            path.with_name(path.name + "-flush.lock"), os.O_RDWR | os.O_CREAT, 0o644
-        )
-
-    @contextmanager
-    def __call__(self, priority: bool) -> Iterator[None]:
-        with self._cond:
-            self._first += priority
-            while self._held or (self._first and not priority):
-                self._cond.wait()
-            self._first -= priority
-            self._held = True
-        try:
-            if priority:
-                fcntl.flock(self._flush_fd, fcntl.LOCK_EX)  # the intake's writers hold back
-                try:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX)
-                finally:
-                    fcntl.flock(self._flush_fd, fcntl.LOCK_UN)
-            else:
-                fcntl.flock(self._flush_fd, fcntl.LOCK_SH)  # no flusher waiting
-                fcntl.flock(self._flush_fd, fcntl.LOCK_UN)
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-        finally:
-            with self._cond:
-                self._held = False
-                self._cond.notify_all()
-
-
-_write_turns: dict[Path, _WriteTurn] = {}
-_write_turns_lock = threading.Lock()
-
-
-def write_turn(db: Database, *, priority: bool = False) -> AbstractContextManager[None]:
-    """Queue for a write transaction on ``db`` (see :class:`_WriteTurn`; a no-op off SQLite
-    files, where the database queues writers itself). ``priority``: before the others of
-    this process."""
-    name = db.url.database if db.is_sqlite else None
-    if not name or name == ":memory:" or name.startswith("file:"):
-        return nullcontext()
-    path = Path(name).resolve()
-    with _write_turns_lock:
-        turn = _write_turns.get(path)
-        if turn is None:
-            turn = _write_turns[path] = _WriteTurn(path)
-    return turn(priority)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,6 @@ from metrocloud.ingest.intake import (  # the intake log's row layout, shared wi
     TURNS,
     Intake,
     Outcome,
-    write_turn,
 )
 from metrocloud.store.bulk import insert_rows
 from metrocloud.store.schema import (
@@ -76,6 +75,7 @@ from metrocloud.store.schema import (
     intake_wire,
     quarantine,
 )
+from metrocloud.store.turns import write_turn
 
 __all__ = ["OCMF_PREFIX", "OcmfImport", "import_values", "reading_status"]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from metrocloud.domain.errors import Conflict, InvalidInput, NotFound
 from metrocloud.domain.parties import PartyRole
-from metrocloud.ingest.intake import TURNS, write_turn
+from metrocloud.ingest.intake import TURNS
 from metrocloud.services._streaming_queue import (
     Queued,
     QueueState,
@@ -41,6 +41,7 @@ from metrocloud.services.common import (
 )
 from metrocloud.services.node import Node
 from metrocloud.store.schema import stream_segments
+from metrocloud.store.turns import write_turn
 
 __all__ = [
     "QUEUE_STATES",

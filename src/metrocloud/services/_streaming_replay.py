@@ -51,7 +51,7 @@ import pyarrow.compute as pc
 from sqlalchemy import Connection, delete, select
 
 from metrocloud.domain.errors import Conflict
-from metrocloud.ingest.intake import TURNS, write_turn
+from metrocloud.ingest.intake import TURNS
 from metrocloud.lake import Lake
 from metrocloud.lake.engine import Bound, time_bounds
 from metrocloud.lake.manifest import FileEntry, Manifest
@@ -75,6 +75,7 @@ from metrocloud.services._streaming_store import (
 from metrocloud.services.monitoring import DEFAULT_THRESHOLDS, Thresholds
 from metrocloud.services.node import Node
 from metrocloud.store.schema import stream_alerts, stream_queue, stream_segments, stream_state
+from metrocloud.store.turns import write_turn
 
 __all__ = ["Replayed", "replay_stream"]
 

@@ -35,7 +35,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from metrocloud.ingest.intake import TURNS, write_turn
+from metrocloud.ingest.intake import TURNS
 from metrocloud.lake import Lake
 from metrocloud.services._streaming_lake import read_segment
 from metrocloud.services._streaming_queue import (
@@ -48,6 +48,7 @@ from metrocloud.services._streaming_queue import (
 )
 from metrocloud.services._streaming_store import iso_ms, ms_of
 from metrocloud.store.database import Database
+from metrocloud.store.turns import write_turn
 
 __all__ = ["Retry", "StreamStats", "StreamWorker"]
 

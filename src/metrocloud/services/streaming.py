@@ -47,7 +47,7 @@ import pyarrow as pa
 from sqlalchemy import ColumnElement, select, true
 
 from metrocloud.domain.errors import InvalidInput
-from metrocloud.ingest.intake import TURNS, write_turn
+from metrocloud.ingest.intake import TURNS
 from metrocloud.services._streaming_compute import (
     STREAM_KINDS,
     flag_findings,
@@ -102,6 +102,7 @@ from metrocloud.services.visibility import (
 )
 from metrocloud.store.database import Database
 from metrocloud.store.schema import instruments, stream_alerts
+from metrocloud.store.turns import write_turn
 
 __all__ = [
     "QUEUE_STATES",

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Dialect, Table
 
-__all__ = ["insert_rows"]
+__all__ = ["insert_rows", "insert_sql"]
 
 
 def insert_rows(
@@ -20,14 +20,17 @@ def insert_rows(
 ) -> None:
     if not rows:
         return
+    conn.exec_driver_sql(insert_sql(conn.dialect, table, columns), list(rows))
+
+
+def insert_sql(dialect: Dialect, table: Table, columns: Sequence[str]) -> str:
+    """The driver-level ``INSERT`` of ``columns`` into ``table``, in ``dialect``'s
+    parameter style (identifiers from the Table, quoted by the dialect; values bound)."""
     unknown = [c for c in columns if c not in table.c]
     if unknown:
         raise KeyError(f"table {table.name} has no column(s) {unknown}")
-    style = conn.dialect.paramstyle
-    mark = "?" if style == "qmark" else "%s"
-    quote = conn.dialect.identifier_preparer.quote
-    # identifiers come from the Table and are quoted by the dialect; values are bound
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(c) for c in columns)
     marks = ", ".join(mark for _ in columns)
-    sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"  # noqa: S608
-    conn.exec_driver_sql(sql, list(rows))
+    return f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"  # noqa: S608

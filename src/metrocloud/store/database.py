@@ -9,8 +9,9 @@ relies on the ledger's row lock to order appends.
 from __future__ import annotations
 
 import functools
+import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -103,6 +104,8 @@ class Database:
         self._pinned = threading.local()
         self._pinned_all: list[Connection] = []
         self._pinned_lock = threading.Lock()
+        #: the connection of :meth:`write_now` (SQLite; used under ``_write_lock`` only)
+        self._now: Any = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -186,11 +189,55 @@ class Database:
         except OperationalError as exc:
             raise StorageUnavailable(f"cannot open database {self.describe()}: {exc.orig}") from exc
 
+    def write_now(self, sql: str, rows: Sequence[Sequence[Any]]) -> bool:
+        """One write transaction running the driver-level ``sql`` over ``rows``, but only if
+        the database is free right now: True once committed; False, having done nothing,
+        when a writer of this process is in its transaction or SQLite's write lock is held
+        (by another process). SQLite files only (False elsewhere): for the event loop, which
+        must not wait, and sends its rows to a writer thread instead
+        (:class:`metrocloud.store.groupcommit.GroupCommitter`). A failure of the statement
+        itself rolls back and raises.
+
+        It runs on a connection of its own that never waits for the lock
+        (``busy_timeout=0``), in autocommit mode with an explicit ``BEGIN IMMEDIATE``."""
+        lock = self._write_lock
+        name = self.url.database
+        if not name or name == ":memory:" or name.startswith("file:"):
+            return False  # one database per connection, or a shared one the pool manages
+        if lock is None or not lock.acquire(blocking=False):
+            return False
+        try:
+            if self._now is None:
+                self._now = self.engine.raw_connection()
+                self._now.driver_connection.execute("PRAGMA busy_timeout=0")
+            raw = self._now.driver_connection
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    return False
+                raise
+            try:
+                raw.executemany(sql, rows)
+                raw.execute("COMMIT")
+            except BaseException:
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
+                raise
+            return True
+        finally:
+            lock.release()
+
     def dispose(self) -> None:
         with self._pinned_lock:
             pinned, self._pinned_all = self._pinned_all, []
         for conn in pinned:
             conn.close()
+        if self._write_lock is not None:
+            with self._write_lock:
+                now, self._now = self._now, None
+            if now is not None:
+                now.close()
         self.engine.dispose()
 
 

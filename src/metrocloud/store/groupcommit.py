@@ -8,6 +8,14 @@ the previous transaction ran and writes it in one transaction (one driver-level
 ``executemany``), then wakes all of those callers. Under load a transaction carries the rows
 of many requests; an idle node still commits each request's rows at once.
 
+On the event loop (:meth:`GroupCommitter.append_async`) of a node on a SQLite file, the rows
+of all the reads answered in one turn of the loop are written right there, at the end of
+that turn, when the database is free at that moment (:meth:`Database.write_now`, the
+process's write turn taken without waiting: :func:`metrocloud.store.turns.write_turn_now`):
+a commit in WAL mode without a sync costs less than handing the rows to the writer thread
+and its answer back (two thread switches, each waiting for the interpreter lock). When the
+database is not free, the rows go to the writer thread, which waits its turn.
+
 Every caller waits for its own commit, so the writer thread holds nothing acknowledged when
 the process ends. Callers wait in either world: :meth:`GroupCommitter.append` blocks a thread,
 :meth:`GroupCommitter.append_async` awaits on the event loop without blocking it. A failed
@@ -25,8 +33,9 @@ from typing import Any
 
 from sqlalchemy import Table
 
-from metrocloud.store.bulk import insert_rows
+from metrocloud.store.bulk import insert_rows, insert_sql
 from metrocloud.store.database import Database
+from metrocloud.store.turns import write_turn, write_turn_now
 
 __all__ = ["GroupCommitter"]
 
@@ -85,9 +94,14 @@ class GroupCommitter:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
-        #: transactions and rows written (for tests and /metrics)
+        #: per event loop, the callers of its current turn (written at the turn's end)
+        self._turns: dict[asyncio.AbstractEventLoop, list[_Waiter]] = {}
+        self._sql = insert_sql(db.engine.dialect, table, self._columns)
+        #: transactions and rows written (for tests and /metrics); ``on_loop``: of those
+        #: transactions, the ones written on the event loop
         self.transactions = 0
         self.rows_written = 0
+        self.on_loop = 0
 
     # -- callers ---------------------------------------------------------------------------
 
@@ -108,8 +122,44 @@ class GroupCommitter:
             return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._enqueue(_Waiter(rows, loop, future))
+        waiter = _Waiter(rows, loop, future)
+        if self._db.is_sqlite:
+            turn = self._turns.get(loop)
+            if turn is None:
+                turn = self._turns[loop] = []
+                loop.call_soon(self._end_of_turn, loop)
+            turn.append(waiter)
+        else:  # a commit is a round trip to the server: never on the loop
+            self._enqueue(waiter)
         await future
+
+    def _end_of_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop, after the callbacks of one turn: their rows in one transaction now,
+        if the database is free; otherwise to the writer thread."""
+        waiters = self._turns.pop(loop)
+        rows = [row for waiter in waiters for row in waiter.rows]
+        error: BaseException | None = None
+        written = False
+        try:
+            with write_turn_now(self._db) as free:
+                written = free and self._db.write_now(self._sql, rows)
+        except BaseException as exc:  # every caller of this transaction learns of it
+            error = exc
+        if written or error is not None:
+            if written:
+                self._count(len(rows), on_loop=True)
+            for waiter in waiters:
+                assert waiter.future is not None
+                _resolve(waiter.future, error)
+            return
+        for waiter in waiters:
+            self._enqueue(waiter)
+
+    def _count(self, rows: int, *, on_loop: bool = False) -> None:
+        with self._cond:
+            self.transactions += 1
+            self.rows_written += rows
+            self.on_loop += on_loop
 
     def close(self) -> None:
         """Write what is queued, then stop the writer thread (a later append restarts it)."""
@@ -152,10 +202,9 @@ class GroupCommitter:
             error: BaseException | None = None
             try:
                 rows = [row for waiter in batch for row in waiter.rows]
-                with self._db.write() as conn:
+                with write_turn(self._db), self._db.write() as conn:
                     insert_rows(conn, self._table, self._columns, rows)
-                self.transactions += 1
-                self.rows_written += len(rows)
+                self._count(len(rows))
             except BaseException as exc:  # every caller of this transaction learns of it
                 error = exc
             for waiter in batch:
