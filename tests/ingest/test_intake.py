@@ -424,6 +424,37 @@ def test_registry_facts_of_a_whole_submission_come_in_one_load(world: World) -> 
     assert loads == [4]  # cached (cache_seconds)
 
 
+def test_expired_registry_facts_are_read_again_only_when_the_registry_changed(
+    setup: Any,
+) -> None:
+    """Past ``cache_seconds`` (0 here) an instrument's facts are confirmed by the size of
+    the node's log; a change of the registry (a statement appended) makes the intake read
+    them again, and the very next submission sees it."""
+    world, intake, meter = setup
+    loads: list[int] = []
+    real = intake._load
+
+    def counting(ids: Any) -> Any:
+        loads.append(len(ids))
+        return real(ids)
+
+    intake._load = counting  # type: ignore[method-assign]
+    for _ in range(3):
+        [outcome] = intake.submit([meter.batch().wire()], "http")
+        assert outcome.status == "accepted"
+    assert loads == [1]  # read once: the log did not grow
+    with world.node.db.read() as conn:
+        cert_id = conn.execute(
+            select(instruments.c.certificate_id).where(instruments.c.id == meter.instrument)
+        ).scalar_one()
+    certs.change_certificate(
+        world.node, world.nb1.actor, cert_id, CertificateAction.SUSPEND, reason="audit finding"
+    )
+    [outcome] = intake.submit([meter.batch().wire()], "http")
+    assert (outcome.status, outcome.reason) == ("rejected", "unapproved-software")
+    assert loads == [1, 1]
+
+
 # -- the flusher ----------------------------------------------------------------------------
 
 

@@ -59,6 +59,7 @@ from sqlalchemy import Connection, Table, select
 from metrocloud.domain.certificates import CertificateStatus, effective_status
 from metrocloud.domain.errors import InvalidInput, VerificationError
 from metrocloud.formats.batches import BatchPayload, parse_payload, split_wire, verify_batch
+from metrocloud.ledger.storage import read_tree_size
 from metrocloud.store.bulk import insert_rows
 from metrocloud.store.database import Database
 from metrocloud.store.schema import (
@@ -217,8 +218,8 @@ class IntakeLimits:
     max_skew_ms: int = 5 * 60 * 1000
     #: and be at most this old (a device that was offline sends its backlog)
     max_age_ms: int = 400 * 24 * 3600 * 1000
-    #: how long registry facts (keys, certificates) are cached; a revocation takes effect
-    #: within this time
+    #: how long registry facts (keys, certificates) are used without asking whether the
+    #: registry changed; a revocation takes effect within this time
     cache_seconds: float = 5.0
 
 
@@ -389,7 +390,8 @@ class Intake:
         self.limits = limits or IntakeLimits()
         self.clock = clock
         self.counts = IntakeCounts()
-        self._cache: dict[str, tuple[float, _Instrument | None]] = {}
+        #: instrument id -> (when read or confirmed, the log's size when read, its facts)
+        self._cache: dict[str, tuple[float, int, _Instrument | None]] = {}
         #: parsed device keys by their base64 SPKI (a key's bytes never change; whether it
         #: is revoked comes with the registry facts, cached for ``cache_seconds`` only)
         self._public_keys: dict[str, PublicKey] = {}
@@ -514,19 +516,41 @@ class Intake:
         sub.checked = checked
 
     def _instruments(self, ids: Iterable[str]) -> dict[str, _Instrument | None]:
-        """Registry facts of ``ids`` (None: not registered), from the cache while fresh."""
+        """Registry facts of ``ids`` (None: not registered), from the cache while fresh.
+
+        An entry is fresh for ``cache_seconds`` after it was read or last confirmed; after
+        that it is confirmed, without reading it again, if the node's log has not grown
+        since it was read (every change of the registry is a statement appended to the log,
+        in the same transaction), and read again otherwise. The log's size is read before
+        the facts, so a change that lands in between makes the entry look older, never
+        newer, than it is."""
         found: dict[str, _Instrument | None] = {}
         missing: list[str] = []
+        expired: list[str] = []
         cache = self._cache
         ttl = self.limits.cache_seconds
         now = time.monotonic()
         for instrument_id in ids:
             hit = cache.get(instrument_id)
-            if hit is not None and now - hit[0] < ttl:
-                found[instrument_id] = hit[1]
-            else:
+            if hit is None:
                 missing.append(instrument_id)
+            elif now - hit[0] < ttl:
+                found[instrument_id] = hit[2]
+            else:
+                expired.append(instrument_id)
+        size: int | None = None
+        if expired:
+            size = self._log_size()
+            for instrument_id in expired:
+                stamp, seen, inst = cache[instrument_id]
+                if seen == size:  # nothing changed in the registry since it was read
+                    found[instrument_id] = inst
+                    cache[instrument_id] = (now, seen, inst)
+                else:
+                    missing.append(instrument_id)
         if missing:
+            if size is None:
+                size = self._log_size()
             loaded = self._load(missing)
             if len(cache) + len(missing) > _MAX_CACHED:
                 cache.clear()
@@ -534,8 +558,14 @@ class Intake:
             for instrument_id in missing:
                 inst = loaded.get(instrument_id)
                 found[instrument_id] = inst
-                cache[instrument_id] = (stamp, inst)
+                cache[instrument_id] = (stamp, size, inst)
         return found
+
+    def _log_size(self) -> int:
+        """The size of the node's log (-1 if it has none yet, as in some tests)."""
+        with self.db.read() as conn:
+            size = read_tree_size(conn)
+        return -1 if size is None else size
 
     def _load(self, ids: Sequence[str]) -> dict[str, _Instrument]:
         """The registry facts of ``ids`` in three queries per chunk (instruments, their
