@@ -109,16 +109,54 @@ def _serve(node: Any, host: str, port: int, workers: int = 1) -> None:
     if s.mqtt:
         os.environ["METROCLOUD_MQTT"] = s.mqtt
     node.close()
-    uvicorn.run(
-        "metrocloud.api.asgi:app_from_environment",
-        factory=True,
-        workers=workers,
-        host=host,
-        port=port,
-        log_level="info",
-        log_config=_log_config(),
-        access_log=False,
+    writer = _start_lake_writer()
+    try:
+        uvicorn.run(
+            "metrocloud.api.asgi:app_from_environment",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+            log_config=_log_config(),
+            access_log=False,
+        )
+    finally:
+        _stop_lake_writer(writer)
+
+
+#: how long ``serve`` waits for its lake writer to take the lake's writer lock / to stop
+_WRITER_START_S = 30.0
+_WRITER_STOP_S = 90.0
+
+
+def _start_lake_writer() -> Any:
+    """The lake writer's own process (:func:`metrocloud.api.asgi.lake_writer_process`),
+    started before the workers so that it takes the lake's writer lock first."""
+    import multiprocessing
+
+    from metrocloud.api.asgi import lake_writer_process
+
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    writer = ctx.Process(
+        target=lake_writer_process,
+        args=(ready, os.getpid(), _log_config()),
+        name="metrocloud-lake-writer",
     )
+    writer.start()
+    ready.wait(_WRITER_START_S)
+    return writer
+
+
+def _stop_lake_writer(writer: Any) -> None:
+    """Ask the lake writer to stop (it finishes its segment); kill it if it does not."""
+    if writer.is_alive():
+        writer.terminate()
+    writer.join(_WRITER_STOP_S)
+    if writer.is_alive():
+        writer.kill()
+        writer.join()
 
 
 @app.command()
@@ -163,7 +201,12 @@ def serve(
     port: Port = 8000,
     country: Country = "DE",
     workers: Annotated[
-        int, typer.Option(help="Worker processes (one per core); 1 serves in this process.", min=1)
+        int,
+        typer.Option(
+            help="Worker processes (one per core); 1 serves in this process. With more than "
+            "one, the node's lake writer runs in a process of its own (docs/ingest.md).",
+            min=1,
+        ),
     ] = 1,
     mqtt: Annotated[
         str | None,
