@@ -406,9 +406,8 @@ def test_a_failing_submission_does_not_fail_the_others_of_its_transaction(
     assert {r.instrument_id for r in _stored(world)} == {meters[0].instrument, meters[2].instrument}
 
 
-def test_registry_facts_of_a_whole_submission_come_in_one_load(world: World) -> None:
-    meters = _meters(world, 4)
-    intake = Intake(world.node.db, clock=lambda: NOW)
+def _count_loads(intake: Intake) -> list[int]:
+    """The sizes of the intake's registry loads, as they happen."""
     loads: list[int] = []
     real = intake._load
 
@@ -417,6 +416,13 @@ def test_registry_facts_of_a_whole_submission_come_in_one_load(world: World) -> 
         return real(ids)
 
     intake._load = counting  # type: ignore[method-assign]
+    return loads
+
+
+def test_registry_facts_of_a_whole_submission_come_in_one_load(world: World) -> None:
+    meters = _meters(world, 4)
+    intake = Intake(world.node.db, clock=lambda: NOW)
+    loads = _count_loads(intake)
     lines = [m.batch().wire() for m in meters] + [meters[0].batch().wire()]
     assert [o.status for o in intake.submit(lines, "http")] == ["accepted"] * 5
     assert loads == [4]
@@ -431,14 +437,7 @@ def test_expired_registry_facts_are_read_again_only_when_the_registry_changed(
     the node's log; a change of the registry (a statement appended) makes the intake read
     them again, and the very next submission sees it."""
     world, intake, meter = setup
-    loads: list[int] = []
-    real = intake._load
-
-    def counting(ids: Any) -> Any:
-        loads.append(len(ids))
-        return real(ids)
-
-    intake._load = counting  # type: ignore[method-assign]
+    loads = _count_loads(intake)
     for _ in range(3):
         [outcome] = intake.submit([meter.batch().wire()], "http")
         assert outcome.status == "accepted"

@@ -76,21 +76,12 @@ def _log_config() -> dict[str, Any]:
 
 
 def _serve(node: Any, host: str, port: int, workers: int = 1) -> None:
-    import uvicorn
-
     from metrocloud.api.app import create_app
 
     if workers == 1:
         try:
             app = create_app(node, background=True)
-            uvicorn.run(
-                app,
-                host=host,
-                port=port,
-                log_level="info",
-                log_config=_log_config(),
-                access_log=False,
-            )
+            _uvicorn(app, host, port)
         finally:
             node.close()
         return
@@ -111,18 +102,27 @@ def _serve(node: Any, host: str, port: int, workers: int = 1) -> None:
     node.close()
     writer = _start_lake_writer()
     try:
-        uvicorn.run(
-            "metrocloud.api.asgi:app_from_environment",
-            factory=True,
-            workers=workers,
-            host=host,
-            port=port,
-            log_level="info",
-            log_config=_log_config(),
-            access_log=False,
+        _uvicorn(
+            "metrocloud.api.asgi:app_from_environment", host, port, factory=True, workers=workers
         )
     finally:
         _stop_lake_writer(writer)
+
+
+def _uvicorn(app: Any, host: str, port: int, **options: Any) -> None:
+    """Serve ``app`` with uvicorn, logging as the node does (no per-request access lines:
+    the node keeps its own access log)."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=_log_config(),
+        access_log=False,
+        **options,
+    )
 
 
 #: how long ``serve`` waits for its lake writer to take the lake's writer lock / to stop
