@@ -51,6 +51,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         start=START,
         workers=0,
         reference_share=1.0,
+        balance_share=0.0,  # sixteen instruments, no area meters on top
         categories=("electricity", "water"),
     )
     run_simulation(node, config)

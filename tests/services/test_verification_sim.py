@@ -50,6 +50,7 @@ def verified(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verified]:
             workers=0,
             reference_share=1.0,
             crossing_share=0.3,
+            balance_share=0.0,  # area meters have no reference meter to verify against
         ),
     )
     authority = World(node).admit("Eichamt (test)", PartyRole.AUTHORITY)

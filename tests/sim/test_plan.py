@@ -10,8 +10,16 @@ import pytest
 from metrocloud.domain.errors import InvalidInput
 from metrocloud.formats.batches import encode_batch, parse_payload, split_wire, verify_batch
 from metrocloud.sim import KINDS, PROFILES, plan_fleet
-from metrocloud.sim.generate import device_key, initial_states, install, payload_bytes, simulate_day
+from metrocloud.sim.generate import (
+    device_key,
+    initial_states,
+    install,
+    payload_bytes,
+    simulate_day,
+)
+from metrocloud.sim.plan import AREA_PROFILES
 from metrocloud.sim.profiles import DAY_MS
+from metrocloud.sim.runner import _chunks
 from metrocloud.trust.canonical import canonical_json
 
 START = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp() * 1000)
@@ -59,6 +67,53 @@ def test_drift_crosses_the_in_service_mpe_exactly_at_the_labelled_time() -> None
     assert all(p.drift_rate != 0 for p in crossing)
 
 
+def test_balance_areas_group_a_share_of_each_category_behind_an_area_meter() -> None:
+    plan = plan_fleet(seed=9, instruments=2000, days=30, start_ms=START, balance_share=0.75)
+    assert plan.fleet_size == 2000
+    fleet, meters = plan.instruments[:2000], plan.instruments[2000:]
+    assert not any(p.area_meter for p in fleet) and all(p.area_meter for p in meters)
+    assert len(meters) == len(plan.areas) > 0
+    seen: set[int] = set()
+    for area in plan.areas:
+        meter = plan.instruments[area.meter]
+        members = [plan.instruments[i] for i in area.members]
+        assert meter.area == area.id and not meter.faults and meter.crossing_ms is None
+        bounds = AREA_PROFILES[meter.profile]
+        # the last group of a category may take in a remainder smaller than the minimum
+        assert bounds.min_members <= len(members) < bounds.max_members + bounds.min_members
+        assert {m.profile for m in members} == {meter.profile}
+        assert {m.region for m in members} == {meter.region}
+        assert all(m.area == area.id and not m.area_meter for m in members)
+        assert not seen & set(area.members)
+        seen |= set(area.members)
+        assert 0 < area.loss <= 1.5 * bounds.loss and area.loss_noise == bounds.loss_noise
+    assert {p.index for p in fleet if p.area is not None} == seen
+    assert 0.7 * 2000 < len(seen) < 0.8 * 2000
+    for key in PROFILES:
+        share = sum(1 for p in fleet if p.profile == key and p.area) / sum(
+            1 for p in fleet if p.profile == key
+        )
+        assert 0.6 < share < 0.9, (key, share)
+
+
+def test_balance_areas_leave_the_rest_of_the_fleet_as_it_was() -> None:
+    """The areas are drawn from a random stream of their own: with or without them, the
+    instruments' drift, faults and sizes are the same (a member takes its area's region)."""
+    with_areas = plan_fleet(seed=4, instruments=500, days=30, start_ms=START)
+    without = plan_fleet(seed=4, instruments=500, days=30, start_ms=START, balance_share=0)
+    assert without.areas == () and len(without.instruments) == 500
+    for a, b in zip(with_areas.instruments, without.instruments, strict=False):
+        assert (a.serial, a.profile, a.params, a.faults, a.drift_rate, a.crossing_ms) == (
+            b.serial,
+            b.profile,
+            b.params,
+            b.faults,
+            b.drift_rate,
+            b.crossing_ms,
+        )
+        assert a.region == b.region or a.area is not None
+
+
 def test_bad_plans_are_refused() -> None:
     with pytest.raises(InvalidInput, match="at least one instrument"):
         plan_fleet(seed=1, instruments=0, days=1, start_ms=START)
@@ -66,6 +121,8 @@ def test_bad_plans_are_refused() -> None:
         plan_fleet(seed=1, instruments=5, days=1, start_ms=START, rates={"gremlins": 1})
     with pytest.raises(InvalidInput, match="unknown category"):
         plan_fleet(seed=1, instruments=5, days=1, start_ms=START, categories=["heat"])
+    with pytest.raises(InvalidInput, match="balance_share"):
+        plan_fleet(seed=1, instruments=5, days=1, start_ms=START, balance_share=1.5)
 
 
 @pytest.mark.parametrize(
@@ -92,9 +149,14 @@ def test_orjson_payloads_are_rfc8785_for_the_values_the_simulator_shows(
 
 def test_generated_batches_are_what_encode_batch_makes_and_verify() -> None:
     plan = plan_fleet(seed=2, instruments=25, days=4, start_ms=START, reference_share=0.5)
+    assert plan.areas  # and their meters sign like the rest
     install(plan, SOFTWARE)
-    states = initial_states(plan, [f"ins-DE-{i:026d}" for i in range(25)])
+    states = initial_states(plan, [f"ins-DE-{i:026d}" for i in range(len(plan.instruments))])
+    # as the runner hands them to a task: an area's meter after its members
+    [states] = _chunks(plan, states, 10**6)
     seen_ref = False
+    meters = {a.meter for a in plan.areas}
+    seen_meters: set[int] = set()
     for day in range(4):
         lines, states = simulate_day(day, states)
         for line in lines:
@@ -117,4 +179,8 @@ def test_generated_batches_are_what_encode_batch_makes_and_verify() -> None:
             )
             assert again.payload == payload
             seen_ref |= p.quantity.endswith("*ref")
+            if index in meters:
+                seen_meters.add(index)
+                assert p.counter == day + 1 and p.software == "a" * 64
     assert seen_ref
+    assert seen_meters == meters

@@ -24,10 +24,12 @@ from typer.testing import CliRunner
 
 from metrocloud.cli import app
 from metrocloud.lake import DuckDBEngine, Lake
+from metrocloud.services.monitoring import balance_areas
 from metrocloud.services.node import Node
 from metrocloud.services.settings import Settings
 from metrocloud.sim import KINDS, LABELS_SCHEMA, SimConfig, SimResult, run_simulation
 from metrocloud.sim.labels import write_labels
+from metrocloud.sim.plan import AREA_PROFILES
 from metrocloud.store.schema import events, intake_flags, quarantine
 
 TODAY = datetime.now(UTC).date()
@@ -154,8 +156,11 @@ def test_registers_are_cumulative_in_their_units(mixed: Run) -> None:
 def test_labels_have_the_documented_schema(mixed: Run, tmp_path: Path) -> None:
     table = pq.read_table(mixed.result.labels)
     assert table.schema.equals(LABELS_SCHEMA, check_metadata=True)
-    assert table.num_rows == 20
-    assert len(set(table["instrument"].to_pylist())) == 20
+    # the fleet, then the meters of its balance areas
+    areas = mixed.result.extra["balance_areas"]
+    assert areas >= 1 and table.num_rows == 20 + areas
+    assert table["area_meter"].to_pylist() == [False] * 20 + [True] * areas
+    assert len(set(table["instrument"].to_pylist())) == 20 + areas
     as_jsonl = write_labels(table, tmp_path / "labels.jsonl")
     rows = [json.loads(line) for line in as_jsonl.read_text().splitlines()]
     assert [r["serial"] for r in rows] == table["serial"].to_pylist()
@@ -385,3 +390,50 @@ def test_the_cli_says_what_is_wrong_in_one_line(
     )
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
+# -- balance areas ---------------------------------------------------------------------------------
+
+
+def test_area_meters_count_their_members_true_consumption_plus_the_losses(mixed: Run) -> None:
+    rows = {r["instrument"]: r for r in mixed.labels}
+    meters = [r for r in mixed.labels if r["area_meter"]]
+    assert meters
+    for m in meters:
+        members = [r for r in mixed.labels if r["balance_area"] == m["balance_area"]]
+        members = [r for r in members if not r["area_meter"]]
+        assert len(members) >= 2 and not m["faults"]
+        bounds = AREA_PROFILES[m["profile"]]
+        through = sum(r["true_consumption"] for r in members)
+        # what the members took plus the area's losses: 0.5 to 1.5 times the category's
+        # typical share, the daily noise averaged over three days
+        lo = 1 + 0.5 * bounds.loss - 2 * bounds.loss_noise
+        hi = 1 + 1.5 * bounds.loss + 2 * bounds.loss_noise
+        assert lo * through <= m["true_consumption"] <= hi * through, m["balance_area"]
+        # the meter registers that with its own (small) error; it reads on its category's
+        # grid like its members, or once a day (transaction registers)
+        assert m["registered_consumption"] == pytest.approx(m["true_consumption"], rel=0.05)
+        readings = mixed.main(m)
+        assert (
+            len(readings)
+            == m["readings_sent"]
+            == (3 * 86_400 // m["interval_s"] if m["interval_s"] else 3)
+        )
+        assert [t for t, _, _ in readings] == sorted(t for t, _, _ in readings)
+        assert rows[m["instrument"]]["region"] == members[0]["region"]
+
+
+def test_the_registry_records_the_balance_areas(mixed: Run) -> None:
+    expected: dict[str, tuple[str, list[str]]] = {}
+    for r in mixed.labels:
+        if r["balance_area"] is None:
+            continue
+        _meter, members = expected.setdefault(r["balance_area"], ("", []))
+        if r["area_meter"]:
+            expected[r["balance_area"]] = (r["instrument"], members)
+        else:
+            members.append(r["instrument"])
+    got = balance_areas(mixed.node)
+    assert {a: (v.meter, sorted(v.members)) for a, v in got.items()} == {
+        a: (m, sorted(ms)) for a, (m, ms) in expected.items()
+    }

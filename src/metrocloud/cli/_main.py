@@ -1263,6 +1263,15 @@ def sim(
         float,
         typer.Option(help="Share of instruments with a reference meter in series.", min=0, max=1),
     ] = 0.25,
+    balance_share: Annotated[
+        float,
+        typer.Option(
+            help="Share of instruments grouped into balance areas (a feeder, a building, a "
+            "station, a site), each with an area meter of its own on top of --instruments.",
+            min=0,
+            max=1,
+        ),
+    ] = 0.75,
     workers: Annotated[
         int, typer.Option(help="Processes simulating and submitting; 0: all in this one.", min=0)
     ] = 2,
@@ -1296,6 +1305,7 @@ def sim(
             start=first,
             labels=labels,
             reference_share=reference_share,
+            balance_share=balance_share,
             workers=workers,
             compact=compact,
         )
@@ -1320,6 +1330,11 @@ def sim(
     table.add_row("days", f"{result.days} ({result.start} to {end}, UTC)")
     table.add_row("faults injected", _counts(result.faults))
     table.add_row("MPE crossings", str(result.extra.get("crossing", 0)))
+    table.add_row(
+        "balance areas",
+        f"{result.extra.get('balance_areas', 0):,} (an area meter each), "
+        f"{result.extra.get('in_balance_areas', 0):,} instruments in them",
+    )
     table.add_row("readings sent", f"{result.readings_sent:,} in {result.batches_sent:,} batches")
     table.add_row(
         "accepted", f"{result.readings_accepted:,} readings in {result.batches_accepted:,} batches"

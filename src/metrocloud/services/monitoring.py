@@ -50,6 +50,12 @@ from metrocloud.lake.engine import (
     LakeEngine,
     time_bounds,
 )
+from metrocloud.services._balance import (
+    AreaStep,
+    BalanceArea,
+    BalanceThresholds,
+    balance_steps_of,
+)
 from metrocloud.services._monitoring_stats import (
     DailyError,
     _error_series,
@@ -69,9 +75,11 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "STEPS",
     "Alert",
+    "BalanceArea",
     "DailyError",
     "Severity",
     "Thresholds",
+    "balance_areas",
     "clock_grid",
     "detect",
     "errors_of_pairs",
@@ -152,6 +160,8 @@ class Thresholds:
     stuck_error_percent: float = -90.0
     #: peer deviation (instruments without a reference meter)
     peer: PeerThresholds = field(default_factory=PeerThresholds)
+    #: balance areas (an area meter against the sum of its members)
+    balance: BalanceThresholds = field(default_factory=BalanceThresholds)
 
 
 DEFAULT_THRESHOLDS: Final = Thresholds()
@@ -210,6 +220,36 @@ def _registry(node: Node) -> dict[str, _Instrument]:
             r.id: _Instrument(r.id, r.category, r.certificate_id, r.accuracy_class)
             for r in conn.execute(stmt)
         }
+
+
+def balance_areas(node: Node) -> dict[str, BalanceArea]:
+    """The balance areas the registry records: per instrument its latest
+    ``put_into_service`` or ``relocated`` event's ``details.balance_area`` (``balance_role``
+    ``"area_meter"`` for the area's meter). Areas without a meter or without members are
+    left out."""
+    latest: dict[str, tuple[int, Mapping[str, Any]]] = {}
+    stmt = select(events.c.instrument_id, events.c.seq, events.c.details).where(
+        events.c.kind.in_(("put_into_service", "relocated"))
+    )
+    with node.db.read() as conn:
+        for ins, seq, details in conn.execute(stmt):
+            if ins not in latest or seq > latest[ins][0]:
+                latest[ins] = (seq, details or {})
+    meters: dict[str, str] = {}
+    members: dict[str, list[str]] = defaultdict(list)
+    for ins, (_seq, details) in latest.items():
+        area = details.get("balance_area")
+        if not isinstance(area, str) or not area:
+            continue
+        if details.get("balance_role") == "area_meter":
+            meters[area] = ins
+        else:
+            members[area].append(ins)
+    return {
+        a: BalanceArea(a, meters[a], tuple(sorted(members[a])))
+        for a in sorted(meters)
+        if members.get(a)
+    }
 
 
 def _parse(text: str) -> datetime:
@@ -520,7 +560,16 @@ def _metrology(
 
 
 #: the steps of :func:`detect`, as its ``timings`` name them
-STEPS: Final = ("registry", "scan", "counters", "clock", "stuck", "metrology", "peer")
+STEPS: Final = (
+    "registry",
+    "scan",
+    "counters",
+    "clock",
+    "stuck",
+    "metrology",
+    "peer",
+    "balance",
+)
 
 
 class _Stopwatch:
@@ -575,10 +624,18 @@ def detect(
     with step("registry"):
         reg = _registry(node)
         alerts: list[Alert] = _security(node, lo, hi)
+        areas: dict[str, list[BalanceArea]] = defaultdict(list)
+        for area in balance_areas(node).values():
+            if area.meter in reg:
+                areas[reg[area.meter].category].append(area)
+        # area meters count what a whole area consumes: not a household among its peers
+        meters = {a.meter for group in areas.values() for a in group}
+        consumers = {k: v for k, v in reg.items() if k not in meters}
     counters: list[Alert] = []
     clocks: list[Alert] = []
     stuck: list[Alert] = []
     steps: list[PeerStep] = []
+    balanced: list[AreaStep] = []
     pairs: list[pa.Table] = []
     for cat in sorted({i.category for i in reg.values()}):
         with step("scan"):
@@ -597,7 +654,11 @@ def detect(
         with step("stuck"):
             stuck += _stuck(got.flat_runs, cat, reg, th)
         with step("peer"):
-            steps += peer_steps_of(got.daily_consumption, registered=reg, th=th.peer)
+            steps += peer_steps_of(got.daily_consumption, registered=consumers, th=th.peer)
+        with step("balance"):
+            balanced += balance_steps_of(
+                got.daily_consumption, areas.get(cat, []), interval=cat in _INTERVALS, th=th.balance
+            )
         pairs.append(got.reference_pairs)
     with step("metrology"):
         # per category, as the engine answers them; an instrument has one category
@@ -606,6 +667,8 @@ def detect(
     alerts += counters + clocks + stuck + metrology
     for s in sorted(steps, key=lambda s: s.instrument):
         alerts.append(Alert(s.instrument, "peer_deviation", s.severity, s.at, s.evidence()))
+    for b in balanced:
+        alerts.append(Alert(b.instrument, "under_registration", "critical", b.at, b.evidence()))
     # one alert per instrument and kind: the first evidence
     first: dict[tuple[str, str], Alert] = {}
     for a in alerts:

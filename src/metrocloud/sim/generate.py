@@ -21,6 +21,14 @@ Per instrument and day:
 6. each batch is signed with the instrument's Ed25519 device key (derived from the seed and
    the serial, held in memory only) and chained by counter and ``prev``.
 
+Area meters are simulated in the same task as their members, right after them (the runner
+keeps an area in one chunk): an interval register's area meter reads on the members' grid,
+each increment the members' true increments of that interval summed; a transaction
+register's (a station's tank gauges, a site's grid connection meter) once a day at 23:59:30,
+the day's true total. Either way times one plus the area's losses of the day (the share
+drawn in the plan, with a normal day-to-day noise) and then like any register: its own
+drift gain, cumulated, shown at its resolution, signed.
+
 Payloads are built with orjson (sorted keys, compact). They are byte-identical to
 :func:`metrocloud.formats.batches.encode_batch` because values are kept in the forms both
 print alike: integers where the value is integral, otherwise floats of at most three
@@ -43,7 +51,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from metrocloud.device import StatusFlag
 from metrocloud.formats.batches import GENESIS_PREV
-from metrocloud.sim.plan import YEAR_MS, Fault, FleetPlan, InstrumentPlan, device_seed
+from metrocloud.sim.plan import (
+    YEAR_MS,
+    BalanceArea,
+    Fault,
+    FleetPlan,
+    InstrumentPlan,
+    device_seed,
+)
 from metrocloud.sim.profiles import DAY_MS, PROFILES, DayContext, Profile, day_context
 from metrocloud.trust.keys import PrivateKey
 
@@ -91,6 +106,8 @@ class _World:
     plan: FleetPlan
     #: profile key -> (approved checksum, unapproved checksum)
     software: dict[str, tuple[str, str]]
+    #: area meter index -> its area
+    areas: dict[int, BalanceArea]
 
 
 #: this process's fleet (set by :func:`install`)
@@ -100,7 +117,7 @@ _keys: dict[int, PrivateKey] = {}
 
 def install(plan: FleetPlan, software: dict[str, tuple[str, str]]) -> None:
     """Make ``plan`` this process's fleet (the pool's initializer)."""
-    _installed["world"] = _World(plan, software)
+    _installed["world"] = _World(plan, software, {a.meter: a for a in plan.areas})
     _keys.clear()
 
 
@@ -132,9 +149,45 @@ def simulate_day(day: int, states: list[MeterState]) -> tuple[list[bytes], list[
         raise RuntimeError("metrocloud.sim.generate.install() was not called in this process")
     ctx = day_context(world.plan.seed, day, world.plan.start_ms)
     lines: list[bytes] = []
+    # true increments of the day of the members of balance areas (an area's meter comes
+    # after its members in ``states``)
+    incs: dict[int, list[float]] = {}
     for state in states:
-        lines += _instrument_day(world, world.plan.instruments[state.index], state, ctx)
+        plan = world.plan.instruments[state.index]
+        if plan.area_meter:
+            lines += _area_day(world, plan, state, ctx, incs)
+        else:
+            sink = incs if plan.area is not None else None
+            lines += _instrument_day(world, plan, state, ctx, sink)
     return lines, states
+
+
+def _area_day(
+    world: _World,
+    plan: InstrumentPlan,
+    state: MeterState,
+    ctx: DayContext,
+    incs: dict[int, list[float]],
+) -> list[bytes]:
+    """The day of an area meter, from its members' true increments in ``incs``."""
+    fleet = world.plan
+    area = world.areas[plan.index]
+    profile = PROFILES[plan.profile]
+    parts = [incs.pop(i) for i in area.members]
+    if profile.interval_ms:
+        t_rel = list(range(0, DAY_MS, profile.interval_ms))
+        total = [0.0] * len(t_rel)
+        for part in parts:
+            if part:
+                total = [x + y for x, y in zip(total, part, strict=True)]
+    else:
+        t_rel = [DAY_MS - 30_000]
+        total = [sum(sum(part) for part in parts)]
+    rng = random.Random(f"metrocloud-sim/area/{fleet.seed}/{area.id}/{ctx.index}")
+    gain = 1.0 + max(0.0, area.loss + rng.gauss(0.0, area.loss_noise))
+    inc = [x * gain for x in total]
+    d = _drifted(world, plan, ctx.start_ms, t_rel, inc)
+    return _batches(_key(plan, fleet.seed), profile, plan, state, d, inc)
 
 
 @dataclass(slots=True)
@@ -153,12 +206,19 @@ class _Day:
 
 
 def _instrument_day(
-    world: _World, plan: InstrumentPlan, state: MeterState, ctx: DayContext
+    world: _World,
+    plan: InstrumentPlan,
+    state: MeterState,
+    ctx: DayContext,
+    sink: dict[int, list[float]] | None = None,
 ) -> list[bytes]:
+    """One instrument's day; its true increments go to ``sink`` (a member of an area)."""
     fleet = world.plan
     profile = PROFILES[plan.profile]
     rng = random.Random(f"metrocloud-sim/day/{fleet.seed}/{plan.index}/{ctx.index}")
     t_rel, inc = profile.draw(rng, ctx, plan.params)
+    if sink is not None:
+        sink[plan.index] = inc
     day0 = ctx.start_ms
     faults = [f for f in plan.faults if f.overlaps(day0, day0 + DAY_MS)]
     if not t_rel:
@@ -168,23 +228,30 @@ def _instrument_day(
             elif f.kind == "seal_broken" and day0 <= f.start_ms < day0 + DAY_MS:
                 state.pending |= _status_bits(f)
         return []
-    # drift: the relative error grows linearly in time
-    g0 = 1.0 + plan.error_at(day0, fleet.start_ms) / 100.0
-    g1 = plan.drift_rate / 100.0 / YEAR_MS
-    t_true = [day0 + x for x in t_rel]
-    d = _Day(
-        t_true=t_true,
-        reg=[x * (g0 + g1 * r) for x, r in zip(inc, t_rel, strict=True)],
-        t_out=t_true,
-        status=[0] * len(t_rel),
-        software=world.software[plan.profile][0],
-    )
+    d = _drifted(world, plan, day0, t_rel, inc)
     for f in faults:
         _apply(f, d, state, day0, world.software[plan.profile][1])
     if state.pending:
         d.status[0] |= state.pending
         state.pending = 0
     return _batches(_key(plan, fleet.seed), profile, plan, state, d, inc)
+
+
+def _drifted(
+    world: _World, plan: InstrumentPlan, day0: int, t_rel: list[int], inc: list[float]
+) -> _Day:
+    """The day's registered increments before faults: the drift gain (the relative error
+    grows linearly in time) on the true increments ``inc`` at ``t_rel`` after ``day0``."""
+    g0 = 1.0 + plan.error_at(day0, world.plan.start_ms) / 100.0
+    g1 = plan.drift_rate / 100.0 / YEAR_MS
+    t_true = [day0 + x for x in t_rel]
+    return _Day(
+        t_true=t_true,
+        reg=[x * (g0 + g1 * r) for x, r in zip(inc, t_rel, strict=True)],
+        t_out=t_true,
+        status=[0] * len(t_rel),
+        software=world.software[plan.profile][0],
+    )
 
 
 def _apply(f: Fault, d: _Day, state: MeterState, day0: int, unapproved: str) -> None:

@@ -24,7 +24,7 @@ from metrocloud.sim.profiles import PROFILES
 
 __all__ = ["FAULT_TYPE", "LABELS_FORMAT", "LABELS_SCHEMA", "labels_table", "write_labels"]
 
-LABELS_FORMAT = "metrocloud sim labels v1"
+LABELS_FORMAT = "metrocloud sim labels v2"
 _TS = pa.timestamp("ms", tz="UTC")
 
 #: one injected fault or manipulation; ``params`` is a JSON object (text)
@@ -63,6 +63,10 @@ LABELS_SCHEMA = pa.schema(
         pa.field("batches_quarantined", pa.int64(), nullable=False),
         pa.field("true_consumption", pa.float64(), nullable=False),
         pa.field("registered_consumption", pa.float64(), nullable=False),
+        # the balance area (plan.AREA_PROFILES) the instrument is in, and whether it is the
+        # area's meter rather than one of the fleet's instruments
+        pa.field("balance_area", pa.string()),
+        pa.field("area_meter", pa.bool_(), nullable=False),
     ],
     metadata={"format": LABELS_FORMAT},
 )
@@ -115,6 +119,8 @@ def labels_table(
         rows["batches_quarantined"].append(quarantined.get(p.index, 0))
         rows["true_consumption"].append(round(st.true_total / scale, 6))
         rows["registered_consumption"].append(round(st.reg_total / scale, 6))
+        rows["balance_area"].append(p.area)
+        rows["area_meter"].append(p.area_meter)
     return pa.Table.from_pydict(rows, schema=LABELS_SCHEMA)
 
 

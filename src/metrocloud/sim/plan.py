@@ -5,6 +5,16 @@ whether a reference (check) meter runs in series, its metrological drift, and th
 tampering injected into it, each with its start, end and parameters. The labels are the plan
 (plus totals measured while simulating); the readings follow from the plan and the seed.
 
+Balance areas (``balance_share`` of the instruments): the instruments a grid or site operator
+meters as a whole, as it does to find losses and theft: the households on one low-voltage
+feeder (electricity), the flats of one building behind its main gas or water meter, the
+dispensers of one filling station against its tank gauges (wet-stock reconciliation), the
+charging points of one site behind its grid connection meter. Each area is one category in
+one region, has an *area meter* of its own (an instrument of the plan, appended after the
+fleet's ``instruments``, without faults) that registers the members' true consumption plus
+the area's losses (a share of the supply, with day-to-day noise), and is recorded in the
+registry with the ``put_into_service`` events (``details.balance_area``).
+
 Drift model (percent of the true quantity): ``error(t) = e0 + rate * (t - start)`` with
 ``t`` in years; the registered quantity is ``true * (1 + error / 100)``. A share of the
 instruments (``crossing_share``) is given a rate that makes ``|error|`` reach the in-service
@@ -18,17 +28,20 @@ import hashlib
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from metrocloud.domain.errors import InvalidInput
 from metrocloud.sim.profiles import DAY_MS, HOUR_MS, PROFILES
 
 __all__ = [
+    "AREA_PROFILES",
     "FAULT_KINDS",
     "KINDS",
     "TAMPER_KINDS",
     "YEAR_MS",
+    "AreaProfile",
+    "BalanceArea",
     "Fault",
     "FleetPlan",
     "InstrumentPlan",
@@ -52,6 +65,29 @@ DEFAULT_RATES: Mapping[str, float] = {
     "seal_broken": 0.01,
     "unapproved_software": 0.005,
     "under_registration": 0.01,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AreaProfile:
+    """How one category's balance areas are drawn: the members per area, and the losses
+    between the area meter and the members' registers (a share of the supply, with a
+    day-to-day standard deviation, both fractions)."""
+
+    min_members: int
+    max_members: int
+    loss: float
+    loss_noise: float
+    #: what the area is, in the operator's words (docs/sim.md)
+    what: str
+
+
+AREA_PROFILES: Mapping[str, AreaProfile] = {
+    "electricity": AreaProfile(8, 30, 0.03, 0.003, "low-voltage feeder"),
+    "gas": AreaProfile(4, 16, 0.01, 0.004, "building (main gas meter)"),
+    "water": AreaProfile(4, 16, 0.02, 0.008, "building (main water meter)"),
+    "fuel": AreaProfile(4, 12, 0.002, 0.003, "filling station (tank gauges)"),
+    "ev": AreaProfile(2, 10, 0.015, 0.002, "charging site (grid connection meter)"),
 }
 
 _NUTS = ("DE11", "DE21", "DE30", "DE40", "DE60", "DE71", "DE91", "DEA1", "DEB3", "DEE0")
@@ -98,6 +134,10 @@ class InstrumentPlan:
     #: when |error| first exceeds ``mpe_limit`` (epoch ms), if inside the horizon
     crossing_ms: int | None
     faults: tuple[Fault, ...]
+    #: the balance area the instrument belongs to (as a member or as its area meter)
+    area: str | None = None
+    #: this instrument is the area meter of ``area`` (not one of the fleet's instruments)
+    area_meter: bool = False
 
     def error_at(self, t_ms: int, start_ms: int) -> float:
         """The drift error (percent) at ``t_ms``."""
@@ -105,11 +145,29 @@ class InstrumentPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class BalanceArea:
+    """One balance area: its meter and its members (plan indexes), and its losses."""
+
+    id: str
+    meter: int
+    members: tuple[int, ...]
+    loss: float
+    loss_noise: float
+
+
+@dataclass(frozen=True, slots=True)
 class FleetPlan:
     seed: int
     start_ms: int
     days: int
+    #: the fleet's instruments, then the area meters (``area_meter``)
     instruments: tuple[InstrumentPlan, ...]
+    areas: tuple[BalanceArea, ...] = ()
+
+    @property
+    def fleet_size(self) -> int:
+        """The instruments asked for (the area meters come on top)."""
+        return sum(1 for p in self.instruments if not p.area_meter)
 
     @property
     def end_ms(self) -> int:
@@ -209,19 +267,23 @@ def plan_fleet(
     country: str = "DE",
     reference_share: float = 0.25,
     crossing_share: float = 0.05,
+    balance_share: float = 0.75,
     rates: Mapping[str, float] | None = None,
     categories: Sequence[str] | None = None,
 ) -> FleetPlan:
     """Draw the plan of a fleet. Every category appears (when ``instruments`` allows), at
     least one instrument crosses its MPE, and every fault and tamper kind whose rate is
     positive is injected at least once (when there are at least as many instruments as
-    kinds)."""
+    kinds). About ``balance_share`` of them are grouped into balance areas, whose meters
+    come after the ``instruments`` asked for (:attr:`FleetPlan.fleet_size`)."""
     if instruments < 1:
         raise InvalidInput(f"a fleet needs at least one instrument, got {instruments}")
     if days < 1:
         raise InvalidInput(f"a simulation needs at least one day, got {days}")
-    if not 0 <= reference_share <= 1 or not 0 <= crossing_share <= 1:
-        raise InvalidInput("reference_share and crossing_share are fractions from 0 to 1")
+    if not all(0 <= x <= 1 for x in (reference_share, crossing_share, balance_share)):
+        raise InvalidInput(
+            "reference_share, crossing_share and balance_share are fractions from 0 to 1"
+        )
     for key in categories or ():
         if key not in PROFILES:
             raise InvalidInput(f"unknown category profile {key!r}; known: {', '.join(PROFILES)}")
@@ -273,4 +335,80 @@ def plan_fleet(
                 faults=faults,
             )
         )
-    return FleetPlan(seed=seed, start_ms=start_ms, days=days, instruments=tuple(plans))
+    plans, areas = _balance_areas(plans, seed, balance_share, start_ms, end_ms, country)
+    return FleetPlan(
+        seed=seed, start_ms=start_ms, days=days, instruments=tuple(plans), areas=tuple(areas)
+    )
+
+
+def _balance_areas(
+    plans: list[InstrumentPlan],
+    seed: int,
+    share: float,
+    start_ms: int,
+    end_ms: int,
+    country: str,
+) -> tuple[list[InstrumentPlan], list[BalanceArea]]:
+    """Group ``share`` of each category's instruments into balance areas (a random draw of
+    their own, so that the fleet above does not depend on it), give each area a meter
+    (appended to the plan) and its members the area's region."""
+    rng = random.Random(f"metrocloud-sim/areas/{seed}")
+    out = list(plans)
+    areas: list[BalanceArea] = []
+    by_profile: dict[str, list[int]] = {}
+    for p in plans:
+        by_profile.setdefault(p.profile, []).append(p.index)
+    for key in sorted(by_profile):
+        ap = AREA_PROFILES.get(key)
+        if ap is None or share <= 0:
+            continue
+        chosen = [i for i in by_profile[key] if rng.random() < share]
+        rng.shuffle(chosen)
+        groups: list[list[int]] = []
+        while chosen:
+            size = rng.randint(ap.min_members, ap.max_members)
+            groups.append(chosen[:size])
+            chosen = chosen[size:]
+        if len(groups) > 1 and len(groups[-1]) < ap.min_members:
+            rest = groups.pop()
+            groups[-1] += rest
+        profile = PROFILES[key]
+        limit = float(profile.mpe_limit(country))
+        for members in groups:
+            if len(members) < 2:
+                continue
+            members.sort()
+            index = len(out)
+            area_id = f"SIM{seed}-{profile.code}A{len(areas):05d}"
+            region = out[members[0]].region
+            e0, rate, _ = _drift(rng, limit, False, start_ms, end_ms)
+            for i in members:
+                out[i] = replace(out[i], area=area_id, region=region)
+            out.append(
+                InstrumentPlan(
+                    index=index,
+                    serial=f"{area_id}M",
+                    profile=key,
+                    params=(),
+                    region=region,
+                    initial_units=rng.randrange(10, 5000) * profile.scale * 1000,
+                    has_reference=False,
+                    initial_error=e0,
+                    drift_rate=rate,
+                    mpe_limit=limit,
+                    crossing_ms=None,
+                    faults=(),
+                    area=area_id,
+                    area_meter=True,
+                )
+            )
+            areas.append(
+                BalanceArea(
+                    id=area_id,
+                    meter=index,
+                    members=tuple(members),
+                    loss=round(ap.loss * rng.uniform(0.5, 1.5), 5),
+                    loss_noise=ap.loss_noise,
+                )
+            )
+    return out, areas

@@ -64,9 +64,15 @@ from metrocloud.services.measurements import (
 )
 from metrocloud.services.node import Node
 from metrocloud.services.streaming import StreamMonitor
-from metrocloud.sim.generate import MeterState, device_key, initial_states, install, simulate_day
+from metrocloud.sim.generate import (
+    MeterState,
+    device_key,
+    initial_states,
+    install,
+    simulate_day,
+)
 from metrocloud.sim.labels import labels_table, write_labels
-from metrocloud.sim.plan import KINDS, FleetPlan, plan_fleet
+from metrocloud.sim.plan import KINDS, FleetPlan, InstrumentPlan, plan_fleet
 from metrocloud.sim.profiles import DAY_MS, PROFILES, Profile
 from metrocloud.store.schema import certificates, parties
 from metrocloud.store.schema import instruments as instrument_rows
@@ -96,6 +102,8 @@ class SimConfig:
     labels: Path | None = None
     reference_share: float = 0.25
     crossing_share: float = 0.05
+    #: share of the instruments in balance areas (each with an area meter on top)
+    balance_share: float = 0.75
     #: probability per instrument of each fault kind; None: the defaults
     rates: Mapping[str, float] | None = None
     #: restrict the fleet to these profiles (keys of PROFILES); None: the mix
@@ -304,13 +312,23 @@ def _register(node: Node, reg: _Registry, plan: FleetPlan, progress: Progress) -
                     instrument_id=reg.ids[i],
                     kind=EventKind.PUT_INTO_SERVICE,
                     occurred_at=in_service,
-                    details={"region": plan.instruments[i].region},
+                    details=_service_details(plan.instruments[i]),
                 )
                 for i in indexes
             ],
         )
         done += len(indexes)
         progress("in service", done, n)
+
+
+def _service_details(p: InstrumentPlan) -> dict[str, Any]:
+    """The ``put_into_service`` event's details: the region and, in a balance area, the area
+    (and, of its meter, the role)."""
+    details: dict[str, Any] = {"region": p.region}
+    if p.area is not None:
+        details["balance_area"] = p.area
+        details["balance_role"] = "area_meter" if p.area_meter else "member"
+    return details
 
 
 def _record(node: Node, actor: Actor, drafts: Sequence[ev.EventDraft]) -> int:
@@ -471,6 +489,7 @@ def run_simulation(node: Node, config: SimConfig, *, progress: Progress | None =
         country=node.country,
         reference_share=config.reference_share,
         crossing_share=config.crossing_share,
+        balance_share=config.balance_share,
         rates=config.rates,
         categories=config.categories,
     )
@@ -510,13 +529,13 @@ def run_simulation(node: Node, config: SimConfig, *, progress: Progress | None =
     table = labels_table(plan, states, reg.key_ids, tally.per_instrument)
     write_labels(table, labels_path)
     categories: dict[str, int] = {}
-    for p in plan.instruments:
+    for p in plan.instruments[: plan.fleet_size]:
         c = PROFILES[p.profile].category.value
         categories[c] = categories.get(c, 0) + 1
     faults = {k: sum(1 for p in plan.instruments for f in p.faults if f.kind == k) for k in KINDS}
     result = SimResult(
         node_id=node.node_id,
-        instruments=len(plan.instruments),
+        instruments=plan.fleet_size,
         days=plan.days,
         start=start,
         categories=categories,
@@ -538,7 +557,11 @@ def run_simulation(node: Node, config: SimConfig, *, progress: Progress | None =
         workers_peak_rss_mib=_rss_mib(resource.RUSAGE_CHILDREN),
         cpu_s=_cpu_s(resource.RUSAGE_SELF) - cpu0[0],
         workers_cpu_s=_cpu_s(resource.RUSAGE_CHILDREN) - cpu0[1],
-        extra={"crossing": sum(1 for p in plan.instruments if p.crossing_ms is not None)},
+        extra={
+            "crossing": sum(1 for p in plan.instruments if p.crossing_ms is not None),
+            "balance_areas": len(plan.areas),
+            "in_balance_areas": sum(len(a.members) for a in plan.areas),
+        },
     )
     _write_summary(result, plan, config, software)
     return result
@@ -561,6 +584,20 @@ def _chunk(config: SimConfig) -> int:
         return config.chunk
     per = math.ceil(config.instruments / (4 * max(1, config.workers)))
     return max(50, min(1000, per))
+
+
+def _chunks(plan: FleetPlan, states: list[MeterState], size: int) -> list[list[MeterState]]:
+    """``states`` in tasks of about ``size``: each balance area whole in one task, its
+    meter after its members (the meter's day is their day summed), then the rest."""
+    units = [[*a.members, a.meter] for a in plan.areas]
+    placed = {i for unit in units for i in unit}
+    units += [[s.index] for s in states if s.index not in placed]
+    chunks: list[list[MeterState]] = [[]]
+    for unit in units:
+        if chunks[-1] and len(chunks[-1]) + len(unit) > size:
+            chunks.append([])
+        chunks[-1] += [states[i] for i in unit]
+    return [c for c in chunks if c]
 
 
 #: this worker's node and head-end actor (set by :func:`_start_worker`)
@@ -613,8 +650,7 @@ def _simulate(
     chain arrives in order. This process runs the lake flusher and records seal events.
     """
     states = initial_states(plan, reg.ids)
-    size = _chunk(config)
-    chunks = [states[i : i + size] for i in range(0, len(states), size)]
+    chunks = _chunks(plan, states, _chunk(config))
     tally = _Tally()
     total = len(states) * plan.days
     done = 0
@@ -662,7 +698,8 @@ def _simulate(
                     finish_day(day)
             pool.close()
             pool.join()
-    return [state for chunk in chunks for state in chunk], tally
+    out = [state for chunk in chunks for state in chunk]
+    return sorted(out, key=lambda s: s.index), tally
 
 
 def _write_summary(
@@ -677,6 +714,9 @@ def _write_summary(
         "start": _iso(plan.start_ms),
         "end": _iso(plan.end_ms),
         "reference_share": config.reference_share,
+        "balance_share": config.balance_share,
+        "balance_areas": result.extra["balance_areas"],
+        "instruments_in_balance_areas": result.extra["in_balance_areas"],
         "categories": result.categories,
         "faults": result.faults,
         "mpe_crossing_instruments": result.extra["crossing"],
