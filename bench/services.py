@@ -115,25 +115,36 @@ def run(instruments: int, days: int, seed: int, workdir: Path, spark: bool) -> i
 
     scale = f"{instruments} instruments x {days} days (seed {seed})"
     node = Node.open(Settings(data_dir=workdir / "node", country="DE"))
-    start = datetime.now(UTC).date() - timedelta(days=days + 1)
-    say(f"simulating {scale} ...")
-    result = run_simulation(
-        node, SimConfig(instruments=instruments, days=days, seed=seed, start=start)
-    )
-    say(
-        f"simulated: {result.readings_accepted:,} readings accepted, {result.lake_rows:,} lake "
-        f"rows, {result.elapsed_s:,.0f} s"
-    )
-    emit(
-        "sim_intake_readings_per_s",
-        result.readings_accepted / result.elapsed_s,
-        "readings/s",
-        None,
-        "higher",
-        scale,
-    )
-    emit("lake_readings", result.lake_rows, "readings", None, "higher", scale)
-    labels = pq.read_table(result.labels).to_pylist()
+    labels_path = workdir / "node" / "sim" / "labels.parquet"
+    summary_path = labels_path.with_name("labels.summary.json")
+    if summary_path.exists():
+        # --keep DIR of an earlier run: score its lake again, without simulating
+        summary = json.loads(summary_path.read_text())
+        if (summary["instruments"], summary["days"], summary["seed"]) != (instruments, days, seed):
+            raise SystemExit(f"{workdir} holds another simulation: {summary_path}")
+        lake_rows = int(summary["lake"]["rows"])
+        say(f"scoring the simulation in {workdir} again ({lake_rows:,} lake rows)")
+    else:
+        start = datetime.now(UTC).date() - timedelta(days=days + 1)
+        say(f"simulating {scale} ...")
+        result = run_simulation(
+            node, SimConfig(instruments=instruments, days=days, seed=seed, start=start)
+        )
+        lake_rows = result.lake_rows
+        say(
+            f"simulated: {result.readings_accepted:,} readings accepted, {lake_rows:,} lake "
+            f"rows, {result.elapsed_s:,.0f} s"
+        )
+        emit(
+            "sim_intake_readings_per_s",
+            result.readings_accepted / result.elapsed_s,
+            "readings/s",
+            None,
+            "higher",
+            scale,
+        )
+    emit("lake_readings", lake_rows, "readings", None, "higher", scale)
+    labels = pq.read_table(labels_path).to_pylist()
 
     lake = Lake.open(node.settings.lake_path())
     engine = DuckDBEngine(lake)
@@ -142,11 +153,11 @@ def run(instruments: int, days: int, seed: int, workdir: Path, spark: bool) -> i
     duck_s = time.perf_counter() - t0
     say(f"monitoring on DuckDB: {len(alerts):,} alerts in {duck_s:,.1f} s")
     # the target is 60 s over 10^8 readings: scaled linearly to the lake's size
-    target_s = 60.0 * max(result.lake_rows, 1) / 1e8
+    target_s = 60.0 * max(lake_rows, 1) / 1e8
     emit("monitoring_duckdb_s", duck_s, "s", round(target_s, 3), "lower", scale)
     emit(
         "monitoring_duckdb_s_per_1e8_readings",
-        duck_s * 1e8 / max(result.lake_rows, 1),
+        duck_s * 1e8 / max(lake_rows, 1),
         "s",
         60.0,
         "lower",
@@ -398,6 +409,14 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-spark", action="store_true", help="skip the Spark figure")
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temp dir in /tmp")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="simulate into DIR and keep it; if DIR holds that simulation already, score it "
+        "again without simulating",
+    )
     args = ap.parse_args()
     if args.synthetic_readings is not None:
         tmp = Path(tempfile.mkdtemp(prefix="metrocloud-services-bench-", dir=args.workdir))
@@ -409,6 +428,9 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     instruments = args.instruments or (200 if args.quick else 10_000)
     days = args.days or (30 if args.quick else 365)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        return run(instruments, days, args.seed, args.keep, spark=not args.no_spark)
     tmp = Path(tempfile.mkdtemp(prefix="metrocloud-services-bench-", dir=args.workdir))
     try:
         return run(instruments, days, args.seed, tmp, spark=not args.no_spark)

@@ -19,23 +19,31 @@ The computation, per area and register quantity, on whole days (``daily_consumpt
 1. Each member's and the meter's daily consumption from its daily last readings, carried
    over days without a reading (a transaction register that dispensed nothing). A day counts
    only where every member and the meter have a consumption >= 0 (not a reset or reversed
-   register), and, for interval registers, a reading on that day and the day before (a
-   quarantined day would lump two days into one).
-2. The balance ``R[d] = A[d] - sum_i C[i, d]`` (the area meter's consumption less the
-   members'): the losses (a share ``alpha`` of ``A``), the members' errors, noise.
-3. The split: the least-squares change point of ``R / A`` beside a linear trend (an area
-   meter's drift is a ramp), at least ``min_days`` days on either side.
-4. For each member ``i``: ``R[d] = alpha A[d] + gamma A[d] t[d] + delta C[i, d] +
-   beta C[i, d] [d >= split] + e[d]`` by least squares (after one pass that sets aside days
-   farther than ``outlier_sigmas`` robust standard deviations: a stuck or reversed member
-   for a few days). ``beta`` is what member ``i`` stopped counting, as a share of what it
-   still counts (it registers ``1 / (1 + beta)`` of the true quantity), ``beta / se`` its
-   z-score. The member with the largest z is the candidate.
-5. An alert needs ``z >= z_min``, ``beta`` of at least ``min_fraction`` (under-registration
-   ``beta / (1 + beta)``), and persistence: the median per-day share of both halves of the
-   days after the split at least half of ``beta`` (a stuck register for two weeks is not a
-   manipulation that lasts). Then the found member's step joins the model and the area is
-   searched once more (``max_per_area``).
+   register), none was read without moving all day (a stopped register), and, for interval
+   registers, a reading on that day and the day before (a quarantined day would lump two
+   days into one).
+2. The members' shares of what the meter counted, ``s[j, d] = C[j, d] / A[d]``, and the
+   losses' share ``rho[d] = 1 - sum_j s[j, d]``: the losses, the members' errors, noise.
+3. Binary segmentation of ``rho``: the least-squares change point beside the model so far
+   (a constant, then every change found), at least ``min_days`` days from the ends and from
+   the changes found; its step fitted by least squares after one pass that sets aside the
+   days farther than ``outlier_sigmas`` robust standard deviations. The search ends at the
+   first change with ``|z| < z_min``, or after ``max_changes``.
+4. A rise is offered to the members (:func:`_attribute`): per member ``j``, ``rho = model
+   + beta s[j, d] [d >= split]``; the member's score adds that fit (its residual sum of
+   squares over the noise variance) and its own share falling by what ``beta`` implies
+   (twice the log-likelihood of "it fell" over "it did not"). The best member must beat the
+   next by ``attribution``, with ``beta / se >= z_min``, an under-registration
+   ``beta / (1 + beta)`` of at least ``min_fraction``, its own share not against it
+   (``own_share_min``), persistence (the per-day ``beta`` of both halves of the days after
+   at least half of it) and a step, not a drift (fitted beside the member's own error
+   growing linearly in time, at least half of it and ``z_trend_min`` standard errors). It
+   registers ``1 / (1 + beta)`` of the true quantity.
+5. Anything else (a fall, a rise no member explains) joins the model as a change of its
+   own; after each member found, those rises are offered to the members again. A rise
+   where a member's share is nil on most days after it (a register that stopped for good,
+   the stuck detector's finding) ends the area's days there. At the end the members found
+   are refitted together for their ratios.
 
 Pure numpy on what ``LakeEngine.daily_consumption`` answers, which both engines answer
 identically, so the alerts are the same on DuckDB and Spark.
@@ -66,6 +74,8 @@ __all__ = [
 ]
 
 _MAD_TO_SIGMA = 1.4826
+#: the columns every model of the losses' share starts with (the constant)
+_FIXED = 1
 log = logging.getLogger(__name__)
 
 
@@ -94,11 +104,17 @@ class BalanceThresholds:
     #: members found per area at most
     max_per_area: int = 2
     #: changes of the losses' share examined per area at most
-    max_changes: int = 5
+    max_changes: int = 8
     #: the member found must explain the losses' step better than the next one by this
     #: much: the difference of their residual sums of squares over the noise variance
-    #: (twice the log-likelihood ratio; 9.2 is odds of 100 to 1)
-    attribution: float = 9.2
+    #: (twice the log-likelihood ratio; 13.8 is odds of 1000 to 1)
+    attribution: float = 13.8
+    #: the member's own share must not speak against its fall: twice the log-likelihood of
+    #: "it fell by what beta says" over "it did not" at least this (-4: two standard errors)
+    own_share_min: float = -4.0
+    #: the step fitted beside the member's own linear drift: at least half of it and this
+    #: many standard errors
+    z_trend_min: float = 3.0
 
     def __post_init__(self) -> None:
         if self.min_days < 3 or self.max_per_area < 1:
@@ -246,11 +262,11 @@ class _Area:
     rho: np.ndarray
     #: time in years, centred
     t: np.ndarray
-    #: the model's columns so far: constant, trend, the changes found
+    #: the model's columns so far: the constant (``_FIXED``), then the changes found
     base: list[np.ndarray]
     #: where the changes found are
     splits: list[int]
-    #: per change found (``base[2:]``): the step of ``out`` it is, or None (a change of
+    #: per change found (``base[_FIXED:]``): the step of ``out`` it is, or None (a change of
     #: its own)
     owners: list[int | None]
 
@@ -267,10 +283,10 @@ def area_steps(
     consumptions over ``days``, ``valid`` the days that count (step 1 of the module's).
 
     The changes of the losses' share are taken one at a time, the largest first (binary
-    segmentation beside a trend): a rise that one member's share explains is that
-    member's; any other significant change (a register stopped for a while and going on
-    again, a fall) joins the model as a step of its own, so that the next search is not
-    misled by it."""
+    segmentation): a rise that one member's share explains is that member's; any other
+    significant change (a register stopped for a while and going on again, a meter's
+    drift in steps, a fall) joins the model as a step of its own, so that the next search
+    is not misled by it."""
     names = sorted(members)
     idx = np.flatnonzero(valid & (meter > 0))
     if not names or idx.size < 2 * th.min_days:
@@ -278,7 +294,7 @@ def area_steps(
     a = meter[idx]
     shares = np.vstack([members[n][idx] for n in names]) / a
     t = (idx - idx.mean()) / 365.0
-    st = _Area(names, shares, 1.0 - shares.sum(axis=0), t, [np.ones(idx.size), t], [], [])
+    st = _Area(names, shares, 1.0 - shares.sum(axis=0), t, [np.ones(idx.size)], [], [])
     out: list[AreaStep] = []
     for _ in range(th.max_changes):
         base = np.column_stack(st.base)
@@ -302,33 +318,72 @@ def area_steps(
             # true consumption in the balance with nothing to follow: the days before only
             st = _until(st, k)
             continue
-        found = _attribute(area, st, k, keep, th, out) if step > 0 else None
+        found = _attribute(area, st, base, k, keep, th, out) if step > 0 else None
         if found is None:
             st.base.append(after)  # a change of its own
             st.owners.append(None)
             continue
-        j, beta, z, odds = found
-        before = np.arange(st.rho.size) < k
-        out.append(
-            AreaStep(
-                instrument=names[j],
-                area=area.id,
-                meter=area.meter,
-                day=days[int(idx[k])],
-                ratio=1.0 / (1.0 + beta),
-                z=z,
-                odds=odds,
-                loss_percent=float(np.median(st.rho[before])) * 100,
-                members=len(names),
-                days_before=int(before.sum()),
-                days_after=int(st.rho.size - k),
-            )
-        )
-        st.base.append(st.shares[j] * after)
-        st.owners.append(len(out) - 1)
+        st.base.append(st.shares[found[0]] * after)
+        st.owners.append(len(out))
+        out.append(_step(area, days, idx, st, k, found))
+        # a rise set aside before may be a member's now that this one is in the model
+        _revisit(area, days, idx, st, th, out)
         if len(out) >= th.max_per_area:
             break
     return sorted(_refit(st, out, th), key=lambda s: s.instrument)
+
+
+def _step(
+    area: BalanceArea,
+    days: Sequence[date],
+    idx: np.ndarray,
+    st: _Area,
+    k: int,
+    found: tuple[int, float, float, float],
+) -> AreaStep:
+    j, beta, z, odds = found
+    before = np.arange(st.rho.size) < k
+    return AreaStep(
+        instrument=st.names[j],
+        area=area.id,
+        meter=area.meter,
+        day=days[int(idx[k])],
+        ratio=1.0 / (1.0 + beta),
+        z=z,
+        odds=odds,
+        loss_percent=float(np.median(st.rho[before])) * 100,
+        members=len(st.names),
+        days_before=int(before.sum()),
+        days_after=int(st.rho.size - k),
+    )
+
+
+def _revisit(
+    area: BalanceArea,
+    days: Sequence[date],
+    idx: np.ndarray,
+    st: _Area,
+    th: BalanceThresholds,
+    out: list[AreaStep],
+) -> None:
+    """Attribute again the rises set aside as changes of their own (``owners`` None), each
+    beside everything else in the model; one that a member explains now becomes its."""
+    for i, owner in enumerate(st.owners):
+        if owner is not None or len(out) >= th.max_per_area:
+            continue
+        col = _FIXED + i
+        k = st.splits[i]
+        others = np.column_stack(st.base[:col] + st.base[col + 1 :])
+        fitted = _robust_fit(np.column_stack([others, st.base[col]]), st.rho, th.outlier_sigmas)
+        if fitted is None or fitted[0][-1] <= 0:
+            continue
+        found = _attribute(area, st, others, k, fitted[2], th, out)
+        if found is None:
+            continue
+        after = (np.arange(st.rho.size) >= k).astype(float)
+        st.base[col] = st.shares[found[0]] * after
+        st.owners[i] = len(out)
+        out.append(_step(area, days, idx, st, k, found))
 
 
 def _refit(st: _Area, out: list[AreaStep], th: BalanceThresholds) -> list[AreaStep]:
@@ -340,7 +395,7 @@ def _refit(st: _Area, out: list[AreaStep], th: BalanceThresholds) -> list[AreaSt
     if fitted is None:
         return out
     coef = fitted[0]
-    for col, owner in enumerate(st.owners, start=2):
+    for col, owner in enumerate(st.owners, start=_FIXED):
         if owner is not None and coef[col] > 0:
             out[owner] = replace(out[owner], ratio=1.0 / (1.0 + float(coef[col])))
     return out
@@ -364,7 +419,7 @@ def _until(st: _Area, k: int) -> _Area:
         st.shares[:, :k],
         st.rho[:k],
         st.t[:k],
-        [c[:k] for c in st.base[:2]] + [st.base[2 + i][:k] for i in keep],
+        [c[:k] for c in st.base[:_FIXED]] + [st.base[_FIXED + i][:k] for i in keep],
         [st.splits[i] for i in keep],
         [st.owners[i] for i in keep],
     )
@@ -373,6 +428,7 @@ def _until(st: _Area, k: int) -> _Area:
 def _attribute(
     area: BalanceArea,
     st: _Area,
+    base: np.ndarray,
     k: int,
     keep: np.ndarray,
     th: BalanceThresholds,
@@ -388,7 +444,6 @@ def _attribute(
     n = st.rho.size
     pos = np.arange(n)
     after = (pos >= k).astype(float)
-    base = np.column_stack(st.base)
     taken = {s.instrument for s in found}
     trend = np.column_stack([np.ones(n), st.t, after])
     # (residual sum of squares, member, beta, z, twice the log-likelihood of its own share)
@@ -434,31 +489,58 @@ def _attribute(
         odds,
         share_ll,
     )
-    if odds < th.attribution or z < th.z_min or beta <= 0:
+    if odds < th.attribution or z < th.z_min or beta <= 0 or share_ll < th.own_share_min:
         return None
     ratio = 1.0 / (1.0 + beta)
     # a register that stopped is the stuck detector's; a small step is no finding
     if ratio < 0.1 or 1 - ratio < th.min_fraction:
         return None
+    if not _holds(area, st, base, k, keep, j, beta, th):
+        return None
+    return j, beta, z, odds
+
+
+def _holds(
+    area: BalanceArea,
+    st: _Area,
+    base: np.ndarray,
+    k: int,
+    keep: np.ndarray,
+    j: int,
+    beta: float,
+    th: BalanceThresholds,
+) -> bool:
+    """Whether member ``j``'s step ``beta`` at ``k`` is persistent (the per-day beta of
+    both halves of the days after, every valid day and not only those the fit kept, at
+    least half of it) and a step, not a drift (beside the member's own error growing
+    linearly in time, as a meter drifting out of its MPE makes a ramp of the losses in its
+    share, the step holds)."""
+    pos = np.arange(st.rho.size)
+    after = (pos >= k).astype(float)
     sj = st.shares[j]
-    # persistent: the per-day beta of both halves of the days after (every valid day, not
-    # only those the fit kept) at least half of it
     refit = _fit(np.column_stack([base, sj * after])[keep], st.rho[keep])
     if refit is None:
-        return None
+        return False
     coef = refit[0]
     with np.errstate(divide="ignore", invalid="ignore"):
         per_day = (st.rho - base @ coef[:-1]) / sj
     later = np.flatnonzero((pos >= k) & (sj > 0))
     if later.size < 4:
-        return None
+        return False
     half = later.size // 2
     halves = (float(np.median(per_day[later[:half]])), float(np.median(per_day[later[half:]])))
-    log.debug("balance %s: halves %.4f %.4f", area.id, *halves)
-    # and consistent: the member's own share fell (not clearly less than ``beta`` says)
-    if min(halves) < beta / 2 or share_ll < -9.0:
-        return None
-    return j, beta, z, odds
+    beside = _fit(np.column_stack([base, sj * after, sj, sj * st.t])[keep], st.rho[keep])
+    if beside is None:
+        return False
+    b2, se2 = float(beside[0][-3]), float(beside[1][-3])
+    log.debug(
+        "balance %s: halves %.4f %.4f; beside a drift %.4f (z %.1f)",
+        area.id,
+        *halves,
+        b2,
+        b2 / se2 if se2 else 0.0,
+    )
+    return min(halves) >= beta / 2 and se2 > 0 and b2 >= beta / 2 and b2 / se2 >= th.z_trend_min
 
 
 def _robust_fit(
@@ -504,7 +586,10 @@ def balance_steps_of(
             for name, (last, first_day) in [(area.meter, series[(area.meter, q)]), *mine.items()]:
                 c, present = _consumption(last, first_day)
                 cons[name] = c
-                valid &= np.isfinite(c) & (np.nan_to_num(c, nan=-1.0) >= 0)
+                # a register read but not moving all day (stopped, not idle: an idle
+                # transaction register has no row) carries no balance either
+                moved = ~(present & (np.nan_to_num(c, nan=-1.0) == 0))
+                valid &= np.isfinite(c) & (np.nan_to_num(c, nan=-1.0) >= 0) & moved
                 if interval:
                     valid &= present
                     valid[1:] &= present[:-1]
