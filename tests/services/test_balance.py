@@ -17,7 +17,9 @@ from metrocloud.lake.engine import DAILY_CONSUMPTION_SCHEMA, REFERENCE_SUFFIX
 from metrocloud.services._balance import (
     AreaStep,
     BalanceArea,
+    BalanceFindings,
     BalanceThresholds,
+    area_findings,
     area_steps,
     balance_steps_of,
 )
@@ -348,3 +350,50 @@ def test_balance_steps_of_without_areas_rows_or_enough_members_finds_nothing() -
     assert balance_steps_of(table, [lonely], interval=True) == []
     unmetered = BalanceArea(id="y", meter="no-such-meter", members=AREA.members)
     assert balance_steps_of(table, [unmetered], interval=True) == []
+
+
+# -- claims: a fall found elsewhere, confirmed or contradicted by the balance ---------------------
+
+
+def _findings(
+    data: _Synthetic, registered: np.ndarray, claims: dict[str, tuple[date, float]]
+) -> BalanceFindings:
+    members = {name: registered[i] for i, name in enumerate(AREA.members)}
+    ok = np.ones(len(data.days), dtype=bool)
+    return area_findings(AREA, data.days, data.meter, members, ok, BalanceThresholds(), claims)
+
+
+def test_a_true_fall_of_consumption_is_contradicted_by_the_balance() -> None:
+    """Fewer people in a flat: the member and the area meter both see less; a claimed
+    under-registration of 30 % would raise the losses, and they do not rise."""
+    for seed in range(5):
+        data = _area(400 + seed)
+        losses = data.meter / data.true.sum(axis=0)
+        data.true[5, 100:] *= 0.7  # the area meter sees the fall too
+        data.meter = data.true.sum(axis=0) * losses
+        got = _findings(data, data.registered(), {"M05": (data.days[100], -30.0)})
+        assert got.steps == []
+        verdict = got.contradicted["M05"]
+        assert verdict["balance_area"] == AREA.id
+        assert verdict["implied_beta"] == pytest.approx(30 / 70, abs=1e-3)
+        assert verdict["beta"] + 2 * verdict["se"] < verdict["implied_beta"] / 2
+
+
+def test_a_fall_that_is_an_under_registration_is_not_contradicted() -> None:
+    for seed in range(5):
+        data = _area(500 + seed)
+        reg = data.registered()
+        reg[5, 100:] *= 0.93  # small: may or may not be found, never contradicted
+        got = _findings(data, reg, {"M05": (data.days[100], -7.0)})
+        assert "M05" not in got.contradicted
+
+
+def test_claims_of_a_rise_or_outside_the_days_are_not_judged() -> None:
+    data = _area(7)
+    reg = data.registered()
+    claims = {
+        "M01": (data.days[100], +20.0),  # a rise is no under-registration claim
+        "M02": (data.days[-2], -40.0),  # too close to the end to say
+        "nobody": (data.days[100], -40.0),  # not a member
+    }
+    assert _findings(data, reg, claims).contradicted == {}

@@ -414,11 +414,11 @@ def test_area_meters_count_their_members_true_consumption_plus_the_losses(mixed:
         # grid like its members, or once a day (transaction registers)
         assert m["registered_consumption"] == pytest.approx(m["true_consumption"], rel=0.05)
         readings = mixed.main(m)
-        assert (
-            len(readings)
-            == m["readings_sent"]
-            == (3 * 86_400 // m["interval_s"] if m["interval_s"] else 3)
-        )
+        assert len(readings) == m["readings_sent"]
+        if m["interval_s"]:
+            assert len(readings) == 3 * 86_400 // m["interval_s"]
+        else:  # once a day, on days when a member took something
+            assert 1 <= len(readings) <= 3
         assert [t for t, _, _ in readings] == sorted(t for t, _, _ in readings)
         assert rows[m["instrument"]]["region"] == members[0]["region"]
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import logging
 import math
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
@@ -68,8 +69,11 @@ from metrocloud.lake.engine import REFERENCE_SUFFIX
 __all__ = [
     "AreaStep",
     "BalanceArea",
+    "BalanceFindings",
     "BalanceThresholds",
+    "area_findings",
     "area_steps",
+    "balance_findings_of",
     "balance_steps_of",
 ]
 
@@ -279,6 +283,28 @@ def area_steps(
     valid: np.ndarray,
     th: BalanceThresholds = BalanceThresholds(),
 ) -> list[AreaStep]:
+    """The members of ``area`` found under-registering (:func:`area_findings`)."""
+    return area_findings(area, days, meter, members, valid, th).steps
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceFindings:
+    """What the balances say: the members found, and the claimed steps (an instrument's
+    fall against its peers, say) the balance contradicts, with the numbers."""
+
+    steps: list[AreaStep]
+    contradicted: dict[str, dict[str, Any]]
+
+
+def area_findings(
+    area: BalanceArea,
+    days: Sequence[date],
+    meter: np.ndarray,
+    members: Mapping[str, np.ndarray],
+    valid: np.ndarray,
+    th: BalanceThresholds = BalanceThresholds(),
+    claims: Mapping[str, tuple[date, float]] | None = None,
+) -> BalanceFindings:
     """The members of ``area`` found under-registering: ``meter`` and ``members`` are daily
     consumptions over ``days``, ``valid`` the days that count (step 1 of the module's).
 
@@ -290,7 +316,7 @@ def area_steps(
     names = sorted(members)
     idx = np.flatnonzero(valid & (meter > 0))
     if not names or idx.size < 2 * th.min_days:
-        return []
+        return BalanceFindings([], {})
     a = meter[idx]
     shares = np.vstack([members[n][idx] for n in names]) / a
     t = (idx - idx.mean()) / 365.0
@@ -330,7 +356,35 @@ def area_steps(
         _revisit(area, days, idx, st, th, out)
         if len(out) >= th.max_per_area:
             break
-    return sorted(_refit(st, out, th), key=lambda s: s.instrument)
+    steps = sorted(_refit(st, out, th), key=lambda s: s.instrument)
+    contradicted: dict[str, dict[str, Any]] = {}
+    for name, (day, percent) in sorted((claims or {}).items()):
+        if name in names and percent < 0 and name not in {s.instrument for s in steps}:
+            at = int(np.searchsorted(idx, bisect_left(days, day)))
+            verdict = _contradicts(st, names.index(name), at, -percent / (100 + percent), th)
+            if verdict is not None:
+                contradicted[name] = {"balance_area": area.id, **verdict}
+    return BalanceFindings(steps, contradicted)
+
+
+def _contradicts(
+    st: _Area, j: int, k: int, implied: float, th: BalanceThresholds
+) -> dict[str, Any] | None:
+    """Whether the balance contradicts member ``j`` counting ``1 / (1 + implied)`` of the
+    true quantity from position ``k`` on: the numbers if it does, else None."""
+    n = st.rho.size
+    if not th.min_days <= k <= n - th.min_days:
+        return None
+    after = (np.arange(n) >= k).astype(float)
+    found = [c for c, owner in zip(st.base[_FIXED:], st.owners, strict=True) if owner is not None]
+    x = np.column_stack([*st.base[:_FIXED], *found, st.shares[j] * after])
+    fitted = _robust_fit(x, st.rho, th.outlier_sigmas)
+    if fitted is None:
+        return None
+    beta, se = float(fitted[0][-1]), float(fitted[1][-1])
+    if beta + 2 * se >= implied / 2:
+        return None
+    return {"beta": round(beta, 4), "se": round(se, 4), "implied_beta": round(implied, 4)}
 
 
 def _step(
@@ -567,13 +621,28 @@ def balance_steps_of(
     interval: bool,
     th: BalanceThresholds = BalanceThresholds(),
 ) -> list[AreaStep]:
-    """The steps of one category's ``daily_consumption`` (whole days) in ``areas`` (their
-    meter and members of that category); ``interval``: the category's registers read at a
-    fixed interval (a day without a reading is a lost day, not an idle one)."""
+    """The steps of one category's ``daily_consumption`` (whole days) in ``areas``
+    (:func:`balance_findings_of`)."""
+    return balance_findings_of(table, areas, interval=interval, th=th).steps
+
+
+def balance_findings_of(
+    table: pa.Table,
+    areas: Sequence[BalanceArea],
+    *,
+    interval: bool,
+    th: BalanceThresholds = BalanceThresholds(),
+    claims: Mapping[str, tuple[date, float]] | None = None,
+) -> BalanceFindings:
+    """The findings of one category's ``daily_consumption`` (whole days) in ``areas``
+    (their meter and members of that category); ``interval``: the category's registers
+    read at a fixed interval (a day without a reading is a lost day, not an idle one);
+    ``claims`` as :func:`area_findings` takes them."""
+    steps: list[AreaStep] = []
+    contradicted: dict[str, dict[str, Any]] = {}
     if not areas or table.num_rows == 0:
-        return []
+        return BalanceFindings(steps, contradicted)
     days, series = _daily(table)
-    out: list[AreaStep] = []
     for area in areas:
         quantities = {q for (i, q) in series if i == area.meter}
         for q in sorted(quantities):
@@ -594,5 +663,7 @@ def balance_steps_of(
                     valid &= present
                     valid[1:] &= present[:-1]
             meter = cons.pop(area.meter)
-            out += area_steps(area, days, meter, cons, valid, th)
-    return sorted(out, key=lambda s: s.instrument)
+            found = area_findings(area, days, meter, cons, valid, th, claims)
+            steps += found.steps
+            contradicted.update(found.contradicted)
+    return BalanceFindings(sorted(steps, key=lambda s: s.instrument), contradicted)

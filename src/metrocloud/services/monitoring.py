@@ -27,6 +27,7 @@ Detectors (alert ``kind``, severity):
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 import time
@@ -54,7 +55,7 @@ from metrocloud.services._balance import (
     AreaStep,
     BalanceArea,
     BalanceThresholds,
-    balance_steps_of,
+    balance_findings_of,
 )
 from metrocloud.services._monitoring_stats import (
     DailyError,
@@ -93,6 +94,8 @@ __all__ = [
     "stuck_cutoff",
     "theil_sen",
 ]
+
+log = logging.getLogger(__name__)
 
 Severity = Literal["info", "warning", "critical"]
 
@@ -654,11 +657,27 @@ def detect(
         with step("stuck"):
             stuck += _stuck(got.flat_runs, cat, reg, th)
         with step("peer"):
-            steps += peer_steps_of(got.daily_consumption, registered=consumers, th=th.peer)
+            found = peer_steps_of(got.daily_consumption, registered=consumers, th=th.peer)
         with step("balance"):
-            balanced += balance_steps_of(
-                got.daily_consumption, areas.get(cat, []), interval=cat in _INTERVALS, th=th.balance
+            # a fall against the peers that the member's area balance contradicts is a
+            # change of consumption, not a register counting less
+            claims = {p.instrument: (p.day, p.percent) for p in found if p.percent < 0}
+            findings = balance_findings_of(
+                got.daily_consumption,
+                areas.get(cat, []),
+                interval=cat in _INTERVALS,
+                th=th.balance,
+                claims=claims,
             )
+            balanced += findings.steps
+            for p in found:
+                if p.instrument in findings.contradicted:
+                    log.info(
+                        "peer deviation of %s set aside: its balance area says %s",
+                        p.instrument,
+                        findings.contradicted[p.instrument],
+                    )
+            steps += [p for p in found if p.instrument not in findings.contradicted]
         pairs.append(got.reference_pairs)
     with step("metrology"):
         # per category, as the engine answers them; an instrument has one category

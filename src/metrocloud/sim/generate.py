@@ -24,10 +24,10 @@ Per instrument and day:
 Area meters are simulated in the same task as their members, right after them (the runner
 keeps an area in one chunk): an interval register's area meter reads on the members' grid,
 each increment the members' true increments of that interval summed; a transaction
-register's (a station's tank gauges, a site's grid connection meter) once a day at 23:59:30,
-the day's true total. Either way times one plus the area's losses of the day (the share
-drawn in the plan, with a normal day-to-day noise) and then like any register: its own
-drift gain, cumulated, shown at its resolution, signed.
+register's (a station's tank gauges, a site's grid connection meter) once a day at
+23:59:30, the day's true total (not on a day without any). Either way times one plus the
+area's losses of the day (the share drawn in the plan, with a normal day-to-day noise) and
+then like any register: its own drift gain, cumulated, shown at its resolution, signed.
 
 Payloads are built with orjson (sorted keys, compact). They are byte-identical to
 :func:`metrocloud.formats.batches.encode_batch` because values are kept in the forms both
@@ -181,8 +181,12 @@ def _area_day(
             if part:
                 total = [x + y for x, y in zip(total, part, strict=True)]
     else:
-        t_rel = [DAY_MS - 30_000]
+        # like the registers it balances, a station's gauges or a site's meter report when
+        # something was taken: on an idle day, nothing (no flat register to mistake)
         total = [sum(sum(part) for part in parts)]
+        if total[0] <= 0:
+            return []
+        t_rel = [DAY_MS - 30_000]
     rng = random.Random(f"metrocloud-sim/area/{fleet.seed}/{area.id}/{ctx.index}")
     gain = 1.0 + max(0.0, area.loss + rng.gauss(0.0, area.loss_noise))
     inc = [x * gain for x in total]
