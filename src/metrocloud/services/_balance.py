@@ -373,7 +373,9 @@ def _contradicts(
     """Whether the balance contradicts member ``j`` counting ``1 / (1 + implied)`` of the
     true quantity from position ``k`` on: the numbers if it does, else None."""
     n = st.rho.size
-    if not th.min_days <= k <= n - th.min_days:
+    # a few days after are enough to contradict a large fall (the standard error says how
+    # sure): a peer step needs four
+    if not th.min_days <= k <= n - 3:
         return None
     after = (np.arange(n) >= k).astype(float)
     found = [c for c, owner in zip(st.base[_FIXED:], st.owners, strict=True) if owner is not None]
