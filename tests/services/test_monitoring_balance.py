@@ -21,6 +21,7 @@ from metrocloud.services.monitoring import STEPS, Alert, balance_areas, detect
 from metrocloud.services.node import Node
 from metrocloud.services.settings import Settings
 from metrocloud.sim import KINDS, SimConfig, run_simulation
+from tests._java import require_java
 
 TODAY = datetime.now(UTC).date()
 DAYS = 90
@@ -111,3 +112,18 @@ def test_the_scores_count_balance_findings_as_under_registration(fleet: Fleet) -
     s = scores["under_registration"]
     assert s.fp == 0 and s.tp >= 3
     assert scores["stuck_register"].tp >= 1
+
+
+def test_spark_finds_the_same_members_as_duckdb(fleet: Fleet) -> None:
+    require_java()
+    from metrocloud.lake.spark_engine import SMALL_LAKE_CONF, SparkEngine, local_session
+
+    session = local_session("local[2]", conf=SMALL_LAKE_CONF)
+    try:
+        spark = SparkEngine(Lake.open(fleet.node.settings.lake_path()), session=session)
+        got = detect(fleet.node, spark)
+        spark.close()
+    finally:
+        session.stop()
+    assert got == fleet.alerts
+    assert any(a.evidence.get("source") == "balance" for a in got)
