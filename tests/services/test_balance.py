@@ -397,3 +397,8 @@ def test_claims_of_a_rise_or_outside_the_days_are_not_judged() -> None:
         "nobody": (data.days[100], -40.0),  # not a member
     }
     assert _findings(data, reg, claims).contradicted == {}
+
+
+def test_a_claimed_fall_of_all_of_it_is_not_judged() -> None:
+    data = _area(8)
+    assert _findings(data, data.registered(), {"M03": (data.days[100], -100.0)}).contradicted == {}

@@ -359,7 +359,8 @@ def area_findings(
     steps = sorted(_refit(st, out, th), key=lambda s: s.instrument)
     contradicted: dict[str, dict[str, Any]] = {}
     for name, (day, percent) in sorted((claims or {}).items()):
-        if name in names and percent < 0 and name not in {s.instrument for s in steps}:
+        # a fall of 100 % is a register that stopped: the stuck detector's
+        if name in names and -100 < percent < 0 and name not in {s.instrument for s in steps}:
             at = int(np.searchsorted(idx, bisect_left(days, day)))
             verdict = _contradicts(st, names.index(name), at, -percent / (100 + percent), th)
             if verdict is not None:
