@@ -20,8 +20,7 @@ from metrocloud.services._balance import (
     BalanceFindings,
     BalanceThresholds,
     area_findings,
-    area_steps,
-    balance_steps_of,
+    balance_findings_of,
 )
 
 DAY0 = date(2025, 1, 6)
@@ -78,10 +77,10 @@ def _steps(
 ) -> list[AreaStep]:
     members = {name: registered[i] for i, name in enumerate(AREA.members)}
     ok = np.ones(len(data.days), dtype=bool) if valid is None else valid
-    return area_steps(AREA, data.days, data.meter, members, ok, th or BalanceThresholds())
+    return area_findings(AREA, data.days, data.meter, members, ok, th or BalanceThresholds()).steps
 
 
-# -- area_steps on constructed series ----------------------------------------------------------
+# -- area_findings on constructed series ----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -221,7 +220,7 @@ def test_too_few_days_find_nothing() -> None:
 def test_no_members_find_nothing() -> None:
     data = _area(11)
     ok = np.ones(len(data.days), dtype=bool)
-    assert area_steps(AREA, data.days, data.meter, {}, ok) == []
+    assert area_findings(AREA, data.days, data.meter, {}, ok).steps == []
 
 
 # -- the knobs ---------------------------------------------------------------------------------
@@ -249,7 +248,7 @@ def test_thresholds_accept_the_edge_of_valid_knobs() -> None:
     assert th.min_days == 3 and th.max_per_area == 1
 
 
-# -- balance_steps_of on a daily_consumption table ---------------------------------------------
+# -- balance_findings_of on a daily_consumption table ---------------------------------------------
 
 
 def _table(
@@ -296,28 +295,28 @@ def _table(
     return pa.Table.from_pydict(rows, schema=DAILY_CONSUMPTION_SCHEMA)
 
 
-def test_balance_steps_of_finds_the_member_and_ignores_reference_rows() -> None:
+def test_balance_findings_of_finds_the_member_and_ignores_reference_rows() -> None:
     data = _area(12)
     reg = data.registered()
     reg[4, 110:] *= 0.85
     table = _table(data, reg)
-    steps = balance_steps_of(table, [AREA], interval=True)
+    steps = balance_findings_of(table, [AREA], interval=True).steps
     assert [s.instrument for s in steps] == [AREA.members[4]]
     s = steps[0]
     assert abs((s.day - data.days[110]).days) <= 2
     assert s.ratio == pytest.approx(0.85, abs=0.03)
     assert s.evidence()["source"] == "balance"
-    # and the same as area_steps on the arrays
+    # and the same as area_findings on the arrays
     direct = _steps(data, reg)
     assert [(d.instrument, d.day) for d in direct] == [(s.instrument, s.day)]
     assert s.ratio == pytest.approx(direct[0].ratio, rel=1e-6)
 
 
-def test_balance_steps_of_on_an_honest_area_finds_nothing() -> None:
+def test_balance_findings_of_on_an_honest_area_finds_nothing() -> None:
     data = _area(13)
     table = _table(data, data.registered())
-    assert balance_steps_of(table, [AREA], interval=True) == []
-    assert balance_steps_of(table, [AREA], interval=False) == []
+    assert balance_findings_of(table, [AREA], interval=True).steps == []
+    assert balance_findings_of(table, [AREA], interval=False).steps == []
 
 
 @pytest.mark.parametrize("interval", [True, False])
@@ -325,7 +324,7 @@ def test_a_day_missing_for_one_member_is_no_false_alarm(interval: bool) -> None:
     data = _area(14)
     table = _table(data, data.registered(), missing=(AREA.members[3], 100))
     assert table.num_rows == 2 * len(data.days) * (len(AREA.members) + 1) - 1
-    assert balance_steps_of(table, [AREA], interval=interval) == []
+    assert balance_findings_of(table, [AREA], interval=interval).steps == []
 
 
 def test_a_day_missing_for_one_member_still_finds_the_manipulated_one() -> None:
@@ -333,23 +332,23 @@ def test_a_day_missing_for_one_member_still_finds_the_manipulated_one() -> None:
     reg = data.registered()
     reg[8, 80:] *= 0.85
     table = _table(data, reg, missing=(AREA.members[3], 120))
-    steps = balance_steps_of(table, [AREA], interval=True)
+    steps = balance_findings_of(table, [AREA], interval=True).steps
     assert [s.instrument for s in steps] == [AREA.members[8]]
     # the missing day and the day after it (which lumps two days) do not count
     assert steps[0].days_before + steps[0].days_after == len(data.days) - 2
 
 
-def test_balance_steps_of_without_areas_rows_or_enough_members_finds_nothing() -> None:
+def test_balance_findings_of_without_areas_rows_or_enough_members_finds_nothing() -> None:
     data = _area(16)
     reg = data.registered()
     reg[0, 100:] *= 0.5
     table = _table(data, reg)
-    assert balance_steps_of(table, [], interval=True) == []
-    assert balance_steps_of(table.slice(0, 0), [AREA], interval=True) == []
+    assert balance_findings_of(table, [], interval=True).steps == []
+    assert balance_findings_of(table.slice(0, 0), [AREA], interval=True).steps == []
     lonely = BalanceArea(id="x", meter=AREA.meter, members=(AREA.members[0], "nobody"))
-    assert balance_steps_of(table, [lonely], interval=True) == []
+    assert balance_findings_of(table, [lonely], interval=True).steps == []
     unmetered = BalanceArea(id="y", meter="no-such-meter", members=AREA.members)
-    assert balance_steps_of(table, [unmetered], interval=True) == []
+    assert balance_findings_of(table, [unmetered], interval=True).steps == []
 
 
 # -- claims: a fall found elsewhere, confirmed or contradicted by the balance ---------------------

@@ -72,9 +72,7 @@ __all__ = [
     "BalanceFindings",
     "BalanceThresholds",
     "area_findings",
-    "area_steps",
     "balance_findings_of",
-    "balance_steps_of",
 ]
 
 _MAD_TO_SIGMA = 1.4826
@@ -258,7 +256,7 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] |
 
 @dataclass(slots=True)
 class _Area:
-    """One area's valid days on the way through :func:`area_steps`."""
+    """One area's valid days on the way through :func:`area_findings`."""
 
     names: list[str]
     #: members' shares of the meter's quantity (member x day), the losses' share
@@ -273,18 +271,6 @@ class _Area:
     #: per change found (``base[_FIXED:]``): the step of ``out`` it is, or None (a change of
     #: its own)
     owners: list[int | None]
-
-
-def area_steps(
-    area: BalanceArea,
-    days: Sequence[date],
-    meter: np.ndarray,
-    members: Mapping[str, np.ndarray],
-    valid: np.ndarray,
-    th: BalanceThresholds = BalanceThresholds(),
-) -> list[AreaStep]:
-    """The members of ``area`` found under-registering (:func:`area_findings`)."""
-    return area_findings(area, days, meter, members, valid, th).steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -615,18 +601,6 @@ def _robust_fit(
     if second is None:
         return None
     return second[0], second[1], keep
-
-
-def balance_steps_of(
-    table: pa.Table,
-    areas: Sequence[BalanceArea],
-    *,
-    interval: bool,
-    th: BalanceThresholds = BalanceThresholds(),
-) -> list[AreaStep]:
-    """The steps of one category's ``daily_consumption`` (whole days) in ``areas``
-    (:func:`balance_findings_of`)."""
-    return balance_findings_of(table, areas, interval=interval, th=th).steps
 
 
 def balance_findings_of(
