@@ -202,13 +202,7 @@ def test_a_suspended_certificate_approves_no_software_and_the_instrument_is_flag
     setup: Any,
 ) -> None:
     world, intake, meter = setup
-    with world.node.db.read() as conn:
-        cert_id = conn.execute(
-            select(instruments.c.certificate_id).where(instruments.c.id == meter.instrument)
-        ).scalar_one()
-    certs.change_certificate(
-        world.node, world.nb1.actor, cert_id, CertificateAction.SUSPEND, reason="audit finding"
-    )
+    _suspend_certificate(world, meter.instrument)
     [outcome] = intake.submit([meter.batch().wire()], "http")
     assert outcome.reason == "unapproved-software"
     assert "suspended" in (outcome.detail or "")
@@ -406,6 +400,17 @@ def test_a_failing_submission_does_not_fail_the_others_of_its_transaction(
     assert {r.instrument_id for r in _stored(world)} == {meters[0].instrument, meters[2].instrument}
 
 
+def _suspend_certificate(world: Any, instrument: str) -> None:
+    """The notified body suspends the certificate of ``instrument``'s type."""
+    with world.node.db.read() as conn:
+        cert_id = conn.execute(
+            select(instruments.c.certificate_id).where(instruments.c.id == instrument)
+        ).scalar_one()
+    certs.change_certificate(
+        world.node, world.nb1.actor, cert_id, CertificateAction.SUSPEND, reason="audit finding"
+    )
+
+
 def _count_loads(intake: Intake) -> list[int]:
     """The sizes of the intake's registry loads, as they happen."""
     loads: list[int] = []
@@ -442,13 +447,7 @@ def test_expired_registry_facts_are_read_again_only_when_the_registry_changed(
         [outcome] = intake.submit([meter.batch().wire()], "http")
         assert outcome.status == "accepted"
     assert loads == [1]  # read once: the log did not grow
-    with world.node.db.read() as conn:
-        cert_id = conn.execute(
-            select(instruments.c.certificate_id).where(instruments.c.id == meter.instrument)
-        ).scalar_one()
-    certs.change_certificate(
-        world.node, world.nb1.actor, cert_id, CertificateAction.SUSPEND, reason="audit finding"
-    )
+    _suspend_certificate(world, meter.instrument)
     [outcome] = intake.submit([meter.batch().wire()], "http")
     assert (outcome.status, outcome.reason) == ("rejected", "unapproved-software")
     assert loads == [1, 1]
