@@ -168,7 +168,7 @@ class NodeProcess:
 
         def done() -> bool:
             [(total,)] = self.query("SELECT count(*) FROM intake_batches")
-            [(pending,)] = self.query("SELECT count(*) FROM intake_wire")
+            [(pending,)] = self.query("SELECT count(*) FROM intake_rounds")
             return total >= batches and pending == 0
 
         wait_until(done, timeout, f"{batches} batches flushed into the lake")

@@ -1,4 +1,5 @@
-"""The lake flusher's columns: the readings a JSON decoder finds in the stored payloads.
+"""The lake flusher's columns: the readings a JSON decoder finds in the stored payloads;
+the intake rounds the payloads are stored in.
 
 The flusher slices a canonical payload's fields with a regular expression, parses the
 numbers of many batches at once and computes the day column without a time zone lookup;
@@ -14,11 +15,13 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from metrocloud.formats.batches import GENESIS_PREV, MAX_STATUS
 from metrocloud.ingest import flusher as module
+from metrocloud.ingest.intake import join_round, split_round
 from metrocloud.trust.canonical import canonical_json
 
 SAFE = 2**53 - 1
@@ -113,3 +116,13 @@ def test_the_day_is_the_utc_date_at_any_time(times: list[int]) -> None:
     by_zone = t.cast(module._UTC_MS).cast(pa.date32())
     assert t.cast(module._NAIVE_MS).cast(pa.date32()).equals(by_zone)
     assert by_zone.cast(pa.int32()).to_pylist() == [x // 86_400_000 for x in times]
+
+
+@given(st.lists(st.binary(max_size=600), max_size=40))
+def test_a_round_gives_back_exactly_the_lines_joined_into_it(lines: list[bytes]) -> None:
+    """Any bytes, newlines and empty lines included (an OCMF record may span lines)."""
+    data = join_round(lines)
+    assert split_round(data) == lines
+    if data:
+        with pytest.raises(ValueError, match="end inside"):
+            split_round(data[:-1])

@@ -25,7 +25,7 @@ from metrocloud.store.schema import (
     instruments,
     intake_batches,
     intake_flags,
-    intake_wire,
+    intake_rounds,
     quarantine,
 )
 from metrocloud.trust.keys import KeyAlgorithm, PrivateKey
@@ -99,9 +99,13 @@ def _quarantined(world: World) -> list[Any]:
         return list(conn.execute(select(quarantine).order_by(quarantine.c.id)).all())
 
 
-def _wires(world: World) -> list[Any]:
+def _wires(world: World) -> list[bytes]:
+    """The wire lines the intake log still holds (its rounds not yet in the lake)."""
+    from metrocloud.ingest.intake import split_round
+
     with world.node.db.read() as conn:
-        return list(conn.execute(select(intake_wire)).all())
+        rounds = conn.execute(select(intake_rounds.c.wires).order_by(intake_rounds.c.id))
+        return [line for (wires,) in rounds for line in split_round(bytes(wires))]
 
 
 def _stored(world: World) -> list[Any]:
@@ -467,17 +471,18 @@ def test_segments_are_bounded_by_readings_and_batches(setup: Any, tmp_path: Any)
 
     world, intake, meter = setup
     batches = [meter.batch(4) for _ in range(7)]
-    intake.submit([b.wire() for b in batches], "http")
+    for b in batches:  # a round each (a segment takes whole rounds)
+        intake.submit([b.wire()], "http")
     lake = _lake(tmp_path)
     flusher = LakeFlusher(world.node.db, lake, max_batches=5, max_readings=10)
     sizes = []
     while n := flusher.flush_once():
         sizes.append(n)
-    assert sizes == [8, 8, 8, 4]  # 10 readings allow two batches of 4; one batch at least
+    assert sizes == [8, 8, 8, 4]  # 10 readings allow two batches of 4; one round at least
     big = LakeFlusher(world.node.db, lake, max_readings=1)
-    intake.submit([meter.batch(4).wire()], "http")
-    assert big.flush_once() == 4 and big.segments_flushed == 1
-    assert len(_lake_rows(lake)) == 32
+    intake.submit([meter.batch(4).wire(), meter.batch(4).wire()], "http")
+    assert big.flush_once() == 8 and big.segments_flushed == 1  # a round is never split
+    assert len(_lake_rows(lake)) == 36
     lake.close()
 
 
@@ -488,7 +493,8 @@ def test_several_pending_segments_are_all_written_after_a_restart(
 
     world, intake, meter = setup
     batches = [meter.batch() for _ in range(5)]
-    intake.submit([b.wire() for b in batches], "http")
+    for b in batches:  # five rounds
+        intake.submit([b.wire()], "http")
     lake = _lake(tmp_path)
     crashed = LakeFlusher(world.node.db, lake, max_batches=2)
     assert crashed._plan() and crashed._plan()  # two segments planned, then the process died
@@ -501,7 +507,7 @@ def test_several_pending_segments_are_all_written_after_a_restart(
     )
     assert sorted(_lake_rows(lake)) == expected
     assert all(r.segment for r in _stored(world)) and _wires(world) == []
-    assert {r.segment for r in _stored(world)} == {"intake-1-2", "intake-3-4", "intake-5-5"}
+    assert {r.segment for r in _stored(world)} == {"intake-r1-2", "intake-r3-4", "intake-r5-5"}
     lake.close()
 
 
@@ -529,13 +535,14 @@ def test_the_background_flusher_writes_everything_once(setup: Any, tmp_path: Any
 def test_an_altered_intake_log_is_refused_not_written(setup: Any, tmp_path: Any) -> None:
     from metrocloud.ingest import LakeFlusher
     from metrocloud.ingest.flusher import IntakeLogCorrupt
+    from metrocloud.ingest.intake import join_round
 
     world, intake, meter = setup
     good, other = meter.batch(), meter.batch()
     intake.submit([good.wire(), other.wire()], "http")
     with world.node.db.write() as conn:
         conn.execute(
-            update(intake_wire).where(intake_wire.c.counter == 2).values(wire=_tampered(other))
+            update(intake_rounds).values(wires=join_round([good.wire(), _tampered(other)]))
         )
     lake = _lake(tmp_path)
     flusher = LakeFlusher(world.node.db, lake)
@@ -633,8 +640,9 @@ def test_a_crash_in_the_middle_of_planning_or_finishing_loses_and_repeats_nothin
 
     world, intake, meter = setup
     batches = [meter.batch() for _ in range(7)]
-    intake.submit([b.wire() for b in batches], "http")
-    monkeypatch.setattr(module, "_DB_CHUNK", 2)  # plan and finish in parts of two rows
+    for b in batches:  # seven rounds
+        intake.submit([b.wire()], "http")
+    monkeypatch.setattr(module, "_DB_CHUNK", 2)  # plan in parts of two batches
     lake = _lake(tmp_path)
     flusher = LakeFlusher(world.node.db, lake)
     real_write = world.node.db.write
@@ -649,14 +657,14 @@ def test_a_crash_in_the_middle_of_planning_or_finishing_loses_and_repeats_nothin
     monkeypatch.setattr(world.node.db, "write", dying_write)
     with pytest.raises(RuntimeError, match="killed"):
         flusher.flush_once()
-    assert {r.segment for r in _stored(world)} == {"intake-1-7", None}  # two rows planned
+    assert {r.segment for r in _stored(world)} == {"intake-r1-7", None}  # two planned
     calls["n"] = -100  # the finish dies later: after the lake committed the segment
     assert LakeFlusher(world.node.db, lake).flush_once() == 8
     calls["n"] = 0
 
     def finish_dies() -> Any:
         calls["n"] += 1
-        if calls["n"] == 6:  # plan: 3 parts of 2 rows (5 batches left); finish: 2nd part
+        if calls["n"] == 4:  # plan: 3 parts of 2 rounds (5 left); then the finish
             raise RuntimeError("killed")
         return real_write()
 
@@ -664,9 +672,10 @@ def test_a_crash_in_the_middle_of_planning_or_finishing_loses_and_repeats_nothin
     with pytest.raises(RuntimeError, match="killed"):
         LakeFlusher(world.node.db, lake).flush_once()
     monkeypatch.setattr(world.node.db, "write", real_write)
-    # the last batch's wire is still there: its segment is handed to the lake again, which
-    # already holds it (a no-op), and finished
-    assert LakeFlusher(world.node.db, lake).flush_all() == 4
+    # the segment's rounds are still there: it is handed to the lake again, which already
+    # holds it (a no-op), and finished
+    assert _wires(world) == [b.wire() for b in batches[2:]]
+    assert LakeFlusher(world.node.db, lake).flush_all() == 20
     expected = sorted(
         (meter.instrument, t, v, b.parse().counter)
         for b in batches
@@ -674,4 +683,68 @@ def test_a_crash_in_the_middle_of_planning_or_finishing_loses_and_repeats_nothin
     )
     assert sorted(_lake_rows(lake)) == expected
     assert all(r.segment for r in _stored(world)) and _wires(world) == []
+    lake.close()
+
+
+@pytest.mark.parametrize(
+    ("lines", "reason"),
+    [
+        (lambda good, other: [good], "holds 1 wire lines for 2 batches"),
+        (lambda good, other: [good, other, good], "holds 3 wire lines for 2 batches"),
+        (lambda good, other: [other, good], "does not hash to it"),  # the order matters
+    ],
+)
+def test_a_round_that_does_not_hold_its_batches_lines_is_refused(
+    setup: Any, tmp_path: Any, lines: Any, reason: str
+) -> None:
+    from metrocloud.ingest import LakeFlusher
+    from metrocloud.ingest.flusher import IntakeLogCorrupt
+    from metrocloud.ingest.intake import join_round
+
+    world, intake, meter = setup
+    good, other = meter.batch(), meter.batch()
+    intake.submit([good.wire(), other.wire()], "http")
+    with world.node.db.write() as conn:
+        conn.execute(
+            update(intake_rounds).values(wires=join_round(lines(good.wire(), other.wire())))
+        )
+    lake = _lake(tmp_path)
+    with pytest.raises(IntakeLogCorrupt, match=reason):
+        LakeFlusher(world.node.db, lake).flush_once()
+    assert _lake_rows(lake) == []
+    lake.close()
+
+
+def test_one_round_per_transaction_holds_the_accepted_lines_in_order(setup: Any) -> None:
+    """The wire lines of what one submission accepted are one round, in the order of the
+    batches' ids; rejected and duplicate lines are not in it."""
+    world, intake, meter = setup
+    first, second = meter.batch(), meter.batch()
+    intake.submit([first.wire()], "http")
+    outcomes = intake.submit(
+        [first.wire(), second.wire() + b"  \r\n", meter.batch(key=PrivateKey.generate()).wire()],
+        "mqtt",
+    )
+    assert [o.status for o in outcomes] == ["duplicate", "accepted", "rejected"]
+    with world.node.db.read() as conn:
+        rounds = conn.execute(select(intake_rounds).order_by(intake_rounds.c.id)).all()
+    assert [(r.batches, r.readings, r.segment) for r in rounds] == [(1, 4, None), (1, 4, None)]
+    assert [r.round_id for r in _stored(world)] == [rounds[0].id, rounds[1].id]
+    assert _wires(world) == [first.wire(), second.wire()]  # stripped of the line's whitespace
+
+
+def test_round_ids_are_never_used_again(setup: Any, tmp_path: Any) -> None:
+    """Once every round is flushed and deleted, the next round still gets a new id: the
+    batches of an earlier round never join a later one's segment."""
+    from metrocloud.ingest import LakeFlusher
+
+    world, intake, meter = setup
+    lake = _lake(tmp_path)
+    flusher = LakeFlusher(world.node.db, lake)
+    for n in range(1, 4):
+        intake.submit([meter.batch().wire()], "http")
+        assert flusher.flush_all() == 4 and _wires(world) == []
+        assert [r.round_id for r in _stored(world)] == list(range(1, n + 1))
+        assert len({r.segment for r in _stored(world)}) == n
+    assert len(_lake_rows(lake)) == 12
     lake.close()

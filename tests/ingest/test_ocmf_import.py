@@ -29,7 +29,7 @@ from metrocloud.services import certificates as certs
 from metrocloud.services import instruments as inst
 from metrocloud.services import measurements as svc
 from metrocloud.services.node import Node
-from metrocloud.store.schema import intake_batches, intake_flags, intake_wire, quarantine
+from metrocloud.store.schema import intake_batches, intake_flags, intake_rounds, quarantine
 
 from ..conftest import World
 from ..formats._support import FIXTURES, Signer, container, payload, reading, record
@@ -113,9 +113,9 @@ def test_a_real_charging_record_becomes_measurements_of_its_instrument(world: Wo
     text = read_values(data, "x")[0].signed_data
     assert text is not None
     assert row.digest == hashlib.sha256(text.strip().encode()).hexdigest()
-    assert row.segment is not None  # flushed: in a lake segment, its wire row gone
+    assert row.segment is not None  # flushed: in a lake segment, its round gone
     with world.node.db.read() as conn:
-        assert conn.execute(select(intake_wire)).all() == []
+        assert conn.execute(select(intake_rounds)).all() == []
 
 
 def test_a_session_in_two_records_and_its_tampered_copy(world: World) -> None:

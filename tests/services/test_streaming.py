@@ -179,7 +179,9 @@ def _lake_segments(root: Path) -> list[tuple[str, pa.Table]]:
     lake = Lake.open(root)
     try:
         files = lake.manifest.files()
-        ids = sorted({f.segment for f in files if f.segment}, key=lambda s: int(s.split("-")[1]))
+        ids = sorted(
+            {f.segment for f in files if f.segment}, key=lambda s: int(s.split("-")[1].lstrip("r"))
+        )
         out = []
         for sid in ids:
             parts = []
@@ -428,7 +430,8 @@ def test_the_hook_sees_each_segment_once_even_after_a_crash_before_it_was_finish
     intake_meter: tuple[World, Intake, Meter], tmp_path: Path
 ) -> None:
     world, intake, m = intake_meter
-    intake.submit([m.batch().wire() for _ in range(5)], "http")  # each 100..103: 4 regressions
+    for _ in range(5):  # a round each; each 100..103: 4 regressions
+        intake.submit([m.batch().wire()], "http")
     monitor = StreamMonitor(world.node.db)
     calls: list[str] = []
 
@@ -436,7 +439,7 @@ def test_the_hook_sees_each_segment_once_even_after_a_crash_before_it_was_finish
         calls.append(segment_id)
         monitor.observe(segment_id, table)
         if len(calls) == 2:
-            raise _Killed  # after the monitor committed, before the wire rows went
+            raise _Killed  # after the monitor committed, before the rounds went
 
     lake = Lake.open(tmp_path / "lake", create=True)
     with pytest.raises(_Killed):
@@ -444,7 +447,7 @@ def test_the_hook_sees_each_segment_once_even_after_a_crash_before_it_was_finish
     restarted = LakeFlusher(world.node.db, lake, max_batches=2, on_committed=dies_once)
     assert restarted.flush_all() == 12  # the pending segment again (a no-op in the lake), the rest
     lake.close()
-    assert calls == ["intake-1-2", "intake-3-4", "intake-3-4", "intake-5-5"]
+    assert calls == ["intake-r1-2", "intake-r3-4", "intake-r3-4", "intake-r5-5"]
     (alert,) = list_stream_alerts(world.node)
     assert (alert.instrument, alert.kind, alert.count) == (m.instrument, "reverse_flow", 4)
     assert alert.evidence["total_decrease"] == 12.0 and restarted.hook_failures == 0
@@ -454,7 +457,8 @@ def test_a_failing_observer_loses_no_reading(
     intake_meter: tuple[World, Intake, Meter], tmp_path: Path
 ) -> None:
     world, intake, m = intake_meter
-    intake.submit([m.batch().wire() for _ in range(3)], "http")
+    for _ in range(3):  # three rounds: two segments of at most two batches
+        intake.submit([m.batch().wire()], "http")
 
     def broken(segment_id: str, table: pa.Table) -> None:
         raise ValueError("observer bug")

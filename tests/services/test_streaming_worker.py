@@ -40,7 +40,7 @@ from metrocloud.services.streaming import (
     stream_backlog,
 )
 from metrocloud.store.database import Database
-from metrocloud.store.schema import intake_wire, stream_alerts, stream_queue, stream_segments
+from metrocloud.store.schema import intake_rounds, stream_alerts, stream_queue, stream_segments
 from metrocloud.trust.keys import KeyAlgorithm, PrivateKey
 from tests.conftest import World, software
 from tests.ingest.test_intake import NOW, STEP, Meter
@@ -85,7 +85,8 @@ class Fx:
         refs, _ = inst.register_instruments(world.node, world.man1.actor, [draft])
         self.meter = Meter(refs[0]["id"], key, software("1.0.0").checksum)
         intake = Intake(self.db, clock=lambda: NOW, limits=IntakeLimits(cache_seconds=0))
-        outcomes = intake.submit([own_batch(self.meter, v, s) for v, s in BATCHES], "http")
+        # one submission (one intake round, so one lake segment) per batch
+        outcomes = [intake.submit([own_batch(self.meter, v, s)], "http")[0] for v, s in BATCHES]
         assert [o.status for o in outcomes] == ["accepted"] * len(BATCHES)
         self.lake = Lake.open(tmp_path / "lake", create=True)
         self.handed: list[tuple[str, pa.Table]] = []
@@ -172,7 +173,7 @@ def test_a_blocked_monitor_does_not_hold_the_flusher_back(fx: Fx) -> None:
         assert fx.flush(w.enqueue) == 24  # all six segments, while the monitor is stuck
         assert gate.entered.wait(30) and not gate.open.is_set()
         with fx.db.read() as conn:
-            assert conn.execute(select(func.count()).select_from(intake_wire)).scalar() == 0
+            assert conn.execute(select(func.count()).select_from(intake_rounds)).scalar() == 0
         assert fx.segments() == []  # none taken in yet
         assert fx.queued() == [s for s, _ in fx.handed] and len(fx.handed) == 6
         stats = w.stats()

@@ -135,3 +135,63 @@ def test_a_database_at_the_newest_revision_is_not_migrated_again(
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
     with pytest.raises(AssertionError, match="already at the newest"):
         Node.open(node.settings)
+
+
+def test_0011_moves_unflushed_wire_lines_into_rounds_and_back(settings: Settings) -> None:
+    """A database at 0010 with a planned and an unplanned batch still holding their wire
+    lines (and one already flushed): each line becomes a round of its own, in its batch's
+    segment; the downgrade gives the wire rows back."""
+    from importlib.resources import files
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from metrocloud.ingest.intake import split_round
+    from metrocloud.store.database import Database
+    from metrocloud.store.schema import intake_batches, intake_rounds
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url(), schema=settings.db_schema)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(files("metrocloud.store") / "migrations"))
+    batch = (
+        "INSERT INTO intake_batches (key_id, counter, digest, instrument_id, category, readings, "
+        "first_t, last_t, received_at, transport, segment) VALUES ('k', {c}, 'd{c}', 'ins-DE-1', "
+        "'MI-003', {n}, 1, 2, '2026-12-01T00:00:00Z', 'http', {s})"
+    )
+    wires = {1: b"MCB1.flushed", 2: b"MCB1.planned\nwith any byte", 3: b"MCB1.unplanned"}
+    try:
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0010")
+        with db.engine.begin() as conn:
+            for c, segment in ((1, "'intake-1-1'"), (2, "'intake-2-2'"), (3, "NULL")):
+                conn.execute(text(batch.format(c=c, n=c * 10, s=segment)))
+            for c in (2, 3):
+                conn.execute(
+                    text("INSERT INTO intake_wire (key_id, counter, wire) VALUES ('k', :c, :w)"),
+                    {"c": c, "w": wires[c]},
+                )
+        db.migrate()
+        with db.read() as conn:
+            rounds = conn.execute(select(intake_rounds).order_by(intake_rounds.c.id)).all()
+            named = conn.execute(
+                select(intake_batches.c.counter, intake_batches.c.round_id).order_by(
+                    intake_batches.c.id
+                )
+            ).all()
+        assert [(r.batches, r.readings, r.segment) for r in rounds] == [
+            (1, 20, "intake-2-2"),
+            (1, 30, None),
+        ]
+        assert [split_round(bytes(r.wires)) for r in rounds] == [[wires[2]], [wires[3]]]
+        assert named == [(1, None), (2, rounds[0].id), (3, rounds[1].id)]
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0010")
+        with db.read() as conn:
+            back = conn.execute(text("SELECT counter, wire FROM intake_wire ORDER BY counter"))
+            assert [(c, bytes(w)) for c, w in back] == [(2, wires[2]), (3, wires[3])]
+    finally:
+        db.dispose()

@@ -2,31 +2,34 @@
 
 One round (:meth:`LakeFlusher.flush_once`):
 
-1. *plan*: if no segment is pending, up to ``max_batches`` accepted batches not yet in a
-   segment (and at most ``max_readings`` readings, at least one batch) are assigned
-   a new segment id, committed in transactions of at most :data:`_DB_CHUNK` rows (so that
-   the intake's transactions do not wait long);
+1. *plan*: if no segment is pending, the oldest intake rounds not yet in a segment (each
+   the wire lines of the batches one intake transaction accepted, ``intake_rounds``), up to
+   ``max_batches`` batches and ``max_readings`` readings (at least one round), are
+   assigned a new segment id, rounds and their batches together, committed in
+   transactions of at most :data:`_DB_CHUNK` batches (so that the intake's transactions do
+   not wait long);
 2. *write*: the pending segment's readings go to the lake with that id
    (:meth:`metrocloud.lake.Lake.write_segment` is idempotent per segment id);
-3. *finish*: the segment's wire rows (``intake_wire``) are deleted, committed likewise in
-   parts; the batch rows stay (the intake's record of what it accepted, a few hundred bytes
-   each), and the database reuses the freed pages.
+3. *finish*: the segment's rounds are deleted, in one transaction; the batch rows stay (the
+   intake's record of what it accepted, a few hundred bytes each), and the database reuses
+   the freed pages.
 
 A crash between any two steps (or two parts of one) leaves a pending segment that the next
-round (in this process or after a restart) writes again under the same id: with the rows
-that carry its id and still have their wire rows, which are all of its rows unless the lake
-already holds it (then the write is a no-op), so no reading is lost and none is written
-twice. Only the process holding the lake's writer lock flushes, so this
-flusher knows which segments are pending: it asks the database (oldest first) only when it
-starts and after a round that failed.
+round (in this process or after a restart) writes again under the same id: with the rounds
+that carry its id, which are all of its rounds until step 3 deleted them at once (a crash
+inside step 1 leaves a segment holding the rounds planned so far, written as it is), so no
+reading is lost and none is written twice. Only the process holding the lake's writer lock
+flushes, so this flusher knows which segments are pending: it asks the database (oldest
+first) only when it starts and after a round that failed.
 
 In the background (:meth:`LakeFlusher.start`) one thread prepares the next segment (plan,
 read, decode) while a second writes the previous one into the lake and finishes it: the
 lake's sorting and Parquet encoding run outside the interpreter lock, so the two overlap.
 Two segments may then be pending at once; each is rewritten under its own id after a crash.
 
-The readings come from the stored wire lines, which the intake verified: each payload must
-still hash to the digest recorded with it (:class:`IntakeLogCorrupt` otherwise). The
+The readings come from the stored wire lines, which the intake verified: a round must hold
+one line per batch that names it, and each payload must still hash to the digest recorded
+with it (:class:`IntakeLogCorrupt` otherwise). The
 columns of a segment are built at once: the payloads are canonical JSON (RFC 8785, checked
 at intake), so their fields are sliced from the text and the numbers of all batches are
 parsed together by Arrow's CSV reader, in C++ and without the interpreter lock; a payload
@@ -52,16 +55,16 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from sqlalchemy import and_, delete, select, tuple_, update
+from sqlalchemy import delete, select, update
 
 from metrocloud.domain.errors import MetrocloudError
 from metrocloud.formats._ocmf_rules import parse_time
 from metrocloud.formats.ocmf import effective_readings, parse_ocmf
-from metrocloud.ingest.intake import TURNS
+from metrocloud.ingest.intake import TURNS, split_round
 from metrocloud.ingest.ocmf import OCMF_PREFIX, reading_status
 from metrocloud.lake import Lake
 from metrocloud.store.database import Database
-from metrocloud.store.schema import intake_batches, intake_wire
+from metrocloud.store.schema import intake_batches, intake_rounds
 from metrocloud.store.turns import write_turn
 
 __all__ = ["IntakeLogCorrupt", "LakeFlusher"]
@@ -76,15 +79,8 @@ _PADDING = (b"", b"===", b"==", b"=")  # by length % 4 (unpadded base64url)
 _PREFIX = len(b"MCB1.")
 #: batches decoded together (bounds the decoder's temporary memory)
 _DECODE_CHUNK = 2_000
-#: rows of the intake log updated per write transaction (the intake's wait meanwhile)
+#: batch rows of the intake log updated per write transaction (the intake's wait meanwhile)
 _DB_CHUNK = 5_000
-
-
-#: a batch and its wire row
-_SAME_BATCH = and_(
-    intake_wire.c.key_id == intake_batches.c.key_id,
-    intake_wire.c.counter == intake_batches.c.counter,
-)
 
 
 class IntakeLogCorrupt(MetrocloudError):
@@ -96,17 +92,29 @@ class IntakeLogCorrupt(MetrocloudError):
 class _Prepared:
     """A segment read and decoded, waiting to be written into the lake."""
 
-    __slots__ = ("ids", "segment", "table")
+    __slots__ = ("segment", "table")
 
-    def __init__(self, segment: str, table: pa.Table, ids: list[int]) -> None:
+    def __init__(self, segment: str, table: pa.Table) -> None:
         self.segment = segment
         self.table = table
-        self.ids = ids  #: its rows in the intake log
 
 
-def _ranges(ids: list[int]) -> list[tuple[int, int]]:
-    """(first, last) id of each run of at most :data:`_DB_CHUNK` of ``ids`` (ascending)."""
-    return [(ids[i], ids[min(i + _DB_CHUNK, len(ids)) - 1]) for i in range(0, len(ids), _DB_CHUNK)]
+def _chunks(rounds: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(first, last) id of runs of ``rounds`` ((id, batches), ascending) holding at most
+    :data:`_DB_CHUNK` batches each (a larger round alone)."""
+    out: list[tuple[int, int]] = []
+    first: int | None = None
+    last = size = 0
+    for round_id, batches in rounds:
+        if first is not None and size + batches > _DB_CHUNK:
+            out.append((first, last))
+            first, size = None, 0
+        if first is None:
+            first = round_id
+        last, size = round_id, size + batches
+    if first is not None:
+        out.append((first, last))
+    return out
 
 
 class LakeFlusher:
@@ -123,7 +131,7 @@ class LakeFlusher:
         on_committed: Callable[[str, pa.Table], object] | None = None,
     ) -> None:
         """``on_committed(segment, table)`` is called with each segment's id and readings
-        once the lake committed it, before its wire rows go: a crash after the lake commit
+        once the lake committed it, before its intake rounds go: a crash after the lake commit
         calls it again with the same id (an observer must be idempotent per id). It runs on
         the flusher's critical path, in commit order: an observer that has real work to do
         records the id durably there and does the work elsewhere (the node's streaming
@@ -175,27 +183,27 @@ class LakeFlusher:
             segment = self._plan()
             if segment is None:
                 return None
-        b, w = intake_batches.c, intake_wire.c
+        b, r = intake_batches.c, intake_rounds.c
         with self.db.read() as conn:
+            rounds = conn.execute(
+                select(r.id, r.batches, r.wires).where(r.segment == segment).order_by(r.id)
+            ).all()
             rows = conn.execute(
                 select(
-                    b.id,
+                    b.round_id,
                     b.category,
                     b.received_at,
                     b.key_id,
                     b.digest,
-                    w.wire,
                     b.instrument_id,
                     b.counter,
                 )
-                .join(intake_wire, _SAME_BATCH)
                 .where(b.segment == segment)
                 .order_by(b.id)
             ).all()
-        ids = [row.id for row in rows]
         with TURNS.flushing():  # the intake's checks in this process step aside
-            decoded = _decode(rows)
-            del rows
+            decoded = _decode(rows, _wires_of(segment, rounds, rows))
+            del rows, rounds
             imported = [d for d in decoded if d[1].startswith(OCMF_PREFIX)]
             if imported:
                 decoded = [d for d in decoded if not d[1].startswith(OCMF_PREFIX)]
@@ -206,7 +214,7 @@ class LakeFlusher:
             if imported:
                 parts.append(_ocmf_columns(imported))
         del decoded
-        return _Prepared(segment, _readings(parts), ids)
+        return _Prepared(segment, _readings(parts))
 
     def _commit(self, prepared: _Prepared) -> int:
         """Steps 2b and 3: the segment into the lake, then its wire bytes dropped."""
@@ -220,63 +228,55 @@ class LakeFlusher:
             except Exception:  # the observer's loss, never the lake's: flush on
                 self.hook_failures += 1
                 log.exception("observer of lake segment %s failed; the segment is flushed", segment)
-        for first, last in _ranges(prepared.ids):
-            b = intake_batches.c
-            done = select(b.key_id, b.counter).where(
-                b.segment == segment, b.id.between(first, last)
-            )
-            with write_turn(self.db, priority=True), self.db.write() as conn, TURNS.writing():
-                conn.execute(
-                    delete(intake_wire).where(
-                        tuple_(intake_wire.c.key_id, intake_wire.c.counter).in_(done)
-                    )
-                )
+        with write_turn(self.db, priority=True), self.db.write() as conn, TURNS.writing():
+            conn.execute(delete(intake_rounds).where(intake_rounds.c.segment == segment))
         self.readings_flushed += table.num_rows
         self.segments_flushed += 1
         return int(table.num_rows)
 
     def _pending(self) -> str | None:
-        # from the wire rows (the batches not yet in the lake: few) to their batches
+        # the rounds not yet in the lake (few), oldest first
+        r = intake_rounds.c
         with self.db.read() as conn:
             return conn.execute(
-                select(intake_batches.c.segment)
-                .select_from(intake_wire)
-                .join(intake_batches, _SAME_BATCH)
-                .where(intake_batches.c.segment.is_not(None))
-                .order_by(intake_batches.c.id)
-                .limit(1)
+                select(r.segment).where(r.segment.is_not(None)).order_by(r.id).limit(1)
             ).scalar()
 
     def _plan(self) -> str | None:
-        """Step 1: a new segment of the oldest unplanned batches. The rows get its id in
-        transactions of at most :data:`_DB_CHUNK` rows, so that the intake's transactions
-        are not kept waiting; a crash in between leaves a segment holding some of them,
-        which is written as it is (its rows are those that carry its id when it is read)."""
-        ids: list[int] = []
-        readings = 0
+        """Step 1: a new segment of the oldest unplanned rounds. The rounds and their batch
+        rows get its id in transactions of at most :data:`_DB_CHUNK` batches, so that the
+        intake's transactions are not kept waiting; a crash in between leaves a segment
+        holding some of them, which is written as it is (its rows are those that carry its
+        id when it is read)."""
+        rounds: list[tuple[int, int]] = []
+        batches = readings = 0
+        r = intake_rounds.c
         with self.db.read() as conn:
             # row by row, up to the cut: a large backlog is not read beyond this segment
             result = conn.execute(
-                select(intake_batches.c.id, intake_batches.c.readings)
-                .where(intake_batches.c.segment.is_(None))
-                .order_by(intake_batches.c.id)
-                .limit(self.max_batches)
+                select(r.id, r.batches, r.readings).where(r.segment.is_(None)).order_by(r.id)
             )
             for row in result:
+                batches += row.batches
                 readings += row.readings
-                if readings > self.max_readings and ids:
+                if rounds and (batches > self.max_batches or readings > self.max_readings):
                     break
-                ids.append(row.id)
+                rounds.append((row.id, row.batches))
             result.close()
-        if not ids:
+        if not rounds:
             return None
-        segment = f"intake-{ids[0]}-{ids[-1]}"
-        for first, last in _ranges(ids):
+        segment = f"intake-r{rounds[0][0]}-{rounds[-1][0]}"
+        for first, last in _chunks(rounds):
             with write_turn(self.db, priority=True), self.db.write() as conn, TURNS.writing():
+                conn.execute(
+                    update(intake_rounds)
+                    .where(r.id.between(first, last), r.segment.is_(None))
+                    .values(segment=segment)
+                )
                 conn.execute(
                     update(intake_batches)
                     .where(
-                        intake_batches.c.id.between(first, last),
+                        intake_batches.c.round_id.between(first, last),
                         intake_batches.c.segment.is_(None),
                     )
                     .values(segment=segment)
@@ -354,6 +354,39 @@ class LakeFlusher:
 # -- the readings of a segment ---------------------------------------------------------------
 
 
+def _wires_of(segment: str, rounds: Sequence[Any], rows: Sequence[Any]) -> list[bytes]:
+    """The wire line of each of ``rows`` (a segment's batches, in id order) from the
+    segment's ``rounds``: each round holds one line per batch naming it, in id order."""
+    lines: dict[int, list[bytes]] = {}
+    for round_id, batches, wires in rounds:
+        try:
+            lines[round_id] = split_round(bytes(wires))
+        except ValueError as exc:
+            raise IntakeLogCorrupt(f"intake round {round_id} of {segment}: {exc}") from None
+        if len(lines[round_id]) != batches:
+            raise IntakeLogCorrupt(
+                f"intake round {round_id} of {segment} holds {len(lines[round_id])} wire "
+                f"lines for {batches} batches"
+            )
+    out: list[bytes] = []
+    taken = dict.fromkeys(lines, 0)
+    for row in rows:
+        at = taken.get(row.round_id)
+        if at is None or at >= len(lines[row.round_id]):
+            raise IntakeLogCorrupt(
+                f"batch {row.digest} of {segment} names intake round {row.round_id}, which "
+                "holds no line for it"
+            )
+        out.append(lines[row.round_id][at])
+        taken[row.round_id] = at + 1
+    short = [k for k, n in taken.items() if n != len(lines[k])]
+    if short:
+        raise IntakeLogCorrupt(
+            f"intake round(s) {short} of {segment} hold more lines than batches name them"
+        )
+    return out
+
+
 def _payload(wire: bytes, digest: str) -> bytes:
     """The payload bytes of a stored wire line, checked against the digest taken at intake
     (an imported OCMF record is its own payload: its exact bytes were digested)."""
@@ -409,15 +442,16 @@ class _Columns:
 _Decoded = tuple[Any, bytes, tuple[bytes, ...] | None]
 
 
-def _decode(rows: Sequence[Any]) -> list[_Decoded]:
-    """The payloads of ``rows`` (checked against their digests), split into fields."""
+def _decode(rows: Sequence[Any], wires: Sequence[bytes]) -> list[_Decoded]:
+    """The payloads of ``rows`` (their wire lines ``wires``, checked against their
+    digests), split into fields."""
     pause = TURNS.pause_for_writers  # a write transaction of this process goes first
     decoded: list[_Decoded] = []
     append = decoded.append
     canonical = _CANONICAL.fullmatch
-    for row in rows:
+    for row, wire in zip(rows, wires, strict=True):
         pause()
-        payload = _payload(row.wire, row.digest)
+        payload = _payload(wire, row.digest)
         m = canonical(payload)
         append((row, payload, None if m is None else m.groups()))
     return decoded

@@ -21,8 +21,9 @@ these checks in this order; the first that fails names the rejection reason:
 A submission (an HTTP request, a burst of MQTT messages) is decided and stored in one write
 transaction: accepted batches into ``intake_batches`` (the intake's durable log, from which
 :class:`~metrocloud.ingest.flusher.LakeFlusher` moves readings into the lake; their wire
-lines into ``intake_wire`` until the flusher has them in the lake), rejected
-ones into ``quarantine`` with the reason and the evidence, counters advanced. An outcome is
+lines together into one ``intake_rounds`` row until the flusher has them in the lake:
+:func:`store_accepted`), rejected ones into ``quarantine`` with the reason and the
+evidence, counters advanced. An outcome is
 returned only after that transaction committed: "acknowledged" means durable. On SQLite the
 intake writes with ``synchronous=FULL`` (:meth:`Intake.open`), so a commit survives power
 loss as well as a killed process.
@@ -54,7 +55,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, insert, select
 
 from metrocloud.domain.certificates import CertificateStatus, effective_status
 from metrocloud.domain.errors import InvalidInput, VerificationError
@@ -69,7 +70,7 @@ from metrocloud.store.schema import (
     instruments,
     intake_batches,
     intake_flags,
-    intake_wire,
+    intake_rounds,
     quarantine,
 )
 from metrocloud.store.turns import write_turn
@@ -80,6 +81,9 @@ __all__ = [
     "Intake",
     "IntakeLimits",
     "Outcome",
+    "join_round",
+    "split_round",
+    "store_accepted",
 ]
 
 #: every rejection reason, in the order the checks run
@@ -109,7 +113,7 @@ _BATCH_COLUMNS = (
     "received_at",
     "transport",
 )
-_WIRE_COLUMNS = ("key_id", "counter", "wire")
+_ROUND_BATCH_COLUMNS = (*_BATCH_COLUMNS, "round_id")
 _QUARANTINE_COLUMNS = (
     "received_at",
     "transport",
@@ -130,6 +134,8 @@ _MAX_ROUND_LINES = 20_000
 _MAX_ROUND_BYTES = 2 << 20
 #: cached registry facts / parsed device keys; the caches start over past this size
 _MAX_CACHED = 200_000
+#: seconds for which one read of the registry log's size serves every submission
+_SIZE_REUSE_S = 0.1
 
 
 class _Turns:
@@ -219,7 +225,8 @@ class IntakeLimits:
     #: and be at most this old (a device that was offline sends its backlog)
     max_age_ms: int = 400 * 24 * 3600 * 1000
     #: how long registry facts (keys, certificates) are used without asking whether the
-    #: registry changed; a revocation takes effect within this time
+    #: registry changed; a revocation takes effect within this time (and the tenth of a
+    #: second for which the intake's threads share one look at the registry's log)
     cache_seconds: float = 5.0
 
 
@@ -321,8 +328,8 @@ class _Plan:
     """What one transaction writes, decided batch by batch inside it."""
 
     batches: list[tuple[Any, ...]] = field(default_factory=list)
-    #: (key, counter, wire line) of each accepted batch, until the flusher moved it
-    wires: list[tuple[Any, ...]] = field(default_factory=list)
+    #: the wire line of each accepted batch (stored as one round until the flusher moved it)
+    wires: list[bytes] = field(default_factory=list)
     rejected: list[tuple[Any, ...]] = field(default_factory=list)
     flags: list[tuple[Any, ...]] = field(default_factory=list)
     #: (key, counter) -> digest of the batches accepted in this transaction
@@ -395,6 +402,8 @@ class Intake:
         #: parsed device keys by their base64 SPKI (a key's bytes never change; whether it
         #: is revoked comes with the registry facts, cached for ``cache_seconds`` only)
         self._public_keys: dict[str, PublicKey] = {}
+        #: (when read, the log's size): see :meth:`_log_size`
+        self._size_read: tuple[float, int] = (float("-inf"), -1)
         self._lock = threading.Lock()
         #: group commit: submissions waiting for a leader, and whether one is working
         self._round = threading.Condition(threading.Lock())
@@ -562,10 +571,19 @@ class Intake:
         return found
 
     def _log_size(self) -> int:
-        """The size of the node's log (-1 if it has none yet, as in some tests)."""
+        """The size of the node's log (-1 if it has none yet, as in some tests), read at
+        most every :data:`_SIZE_REUSE_S` seconds (never beyond ``cache_seconds``): the
+        submissions checked meanwhile, in any thread, share the last look (each would
+        otherwise take a pooled connection)."""
+        now = time.monotonic()
+        stamp, size = self._size_read
+        if now - stamp < min(_SIZE_REUSE_S, self.limits.cache_seconds):
+            return size
         with self.db.read() as conn:
-            size = read_tree_size(conn)
-        return -1 if size is None else size
+            found = read_tree_size(conn)
+        size = -1 if found is None else found
+        self._size_read = (now, size)  # stamped before the read: never younger than it is
+        return size
 
     def _load(self, ids: Sequence[str]) -> dict[str, _Instrument]:
         """The registry facts of ``ids`` in three queries per chunk (instruments, their
@@ -644,8 +662,7 @@ class Intake:
             statuses: dict[tuple[str, date], CertificateStatus] = {}
             for sub in group:
                 decided.append(self._decide_all(conn, sub, counters, statuses, plan))
-            insert_rows(conn, intake_batches, _BATCH_COLUMNS, plan.batches)
-            insert_rows(conn, intake_wire, _WIRE_COLUMNS, plan.wires)
+            store_accepted(conn, plan.batches, plan.wires)
             insert_rows(conn, quarantine, _QUARANTINE_COLUMNS, plan.rejected)
             insert_rows(conn, intake_flags, _FLAG_COLUMNS, plan.flags)
             self._save_counters(conn, counters)
@@ -803,7 +820,7 @@ class Intake:
                 transport,
             )
         )
-        plan.wires.append((key, counter, bytes(line)))
+        plan.wires.append(bytes(line).strip())
         return _accepted(instrument, counter, n, flags)
 
     def _save_counters(self, conn: Connection, counters: dict[str, _Counter]) -> None:
@@ -825,6 +842,50 @@ class Intake:
                 f"{quote('last_t')} = {mark} WHERE {quote('key_id')} = {mark}",
                 changed,
             )
+
+
+def store_accepted(
+    conn: Connection, rows: Sequence[tuple[Any, ...]], wires: Sequence[bytes]
+) -> int | None:
+    """Store accepted batches: their records ``rows`` (``_BATCH_COLUMNS``) into
+    ``intake_batches`` and their wire lines ``wires`` (one per row, in order) into one
+    ``intake_rounds`` row, which each record names. The round's id (None if ``rows`` is
+    empty). One row for all the lines of a transaction, not one per batch: the lines are
+    kept only until the lake flusher has their readings, and are deleted as a whole."""
+    if not rows:
+        return None
+    if len(rows) != len(wires):
+        raise ValueError(f"{len(rows)} batch records but {len(wires)} wire lines")
+    round_id = conn.execute(
+        insert(intake_rounds)
+        .values(batches=len(rows), readings=sum(r[5] for r in rows), wires=join_round(wires))
+        .returning(intake_rounds.c.id)
+    ).scalar_one()
+    insert_rows(conn, intake_batches, _ROUND_BATCH_COLUMNS, [(*r, round_id) for r in rows])
+    return int(round_id)
+
+
+def join_round(lines: Iterable[bytes]) -> bytes:
+    """Wire lines as one round's bytes: each line after its length (4 bytes, big-endian),
+    so a line may hold any byte (an imported OCMF record may span lines)."""
+    return b"".join([len(line).to_bytes(4, "big") + line for line in lines])
+
+
+def split_round(data: bytes) -> list[bytes]:
+    """The wire lines of :func:`join_round`'s bytes; ValueError if they are cut short."""
+    view = memoryview(data)
+    out: list[bytes] = []
+    at, end = 0, len(data)
+    while at < end:
+        if at + 4 > end:
+            raise ValueError(f"round bytes end inside a length prefix at byte {at}")
+        size = int.from_bytes(view[at : at + 4], "big")
+        at += 4
+        if at + size > end:
+            raise ValueError(f"round bytes end inside a {size}-byte line at byte {at}")
+        out.append(bytes(view[at : at + size]))
+        at += size
+    return out
 
 
 def _select_in(

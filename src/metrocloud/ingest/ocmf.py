@@ -56,14 +56,13 @@ from metrocloud.formats._ocmf_rules import check_group, parse_time
 from metrocloud.formats.ocmf import OcmfDocument, effective_readings, parse_ocmf, verify_ocmf
 from metrocloud.formats.transparenz import ContainerValue
 from metrocloud.ingest.intake import (  # the intake log's row layout, shared with batches
-    _BATCH_COLUMNS,
     _FLAG_COLUMNS,
     _MAX_DETAIL,
     _QUARANTINE_COLUMNS,
-    _WIRE_COLUMNS,
     TURNS,
     Intake,
     Outcome,
+    store_accepted,
 )
 from metrocloud.store.bulk import insert_rows
 from metrocloud.store.schema import (
@@ -72,7 +71,6 @@ from metrocloud.store.schema import (
     instruments,
     intake_batches,
     intake_flags,
-    intake_wire,
     quarantine,
 )
 from metrocloud.store.turns import write_turn
@@ -208,8 +206,7 @@ def import_values(intake: Intake, values: Sequence[ContainerValue], transport: s
                     () if repeat else flagged.of.get(a.meter.id, ()),
                 )
             )
-        insert_rows(conn, intake_batches, _BATCH_COLUMNS, batches)
-        insert_rows(conn, intake_wire, _WIRE_COLUMNS, wires)
+        store_accepted(conn, batches, wires)
         insert_rows(conn, quarantine, _QUARANTINE_COLUMNS, rejected)
         insert_rows(conn, intake_flags, _FLAG_COLUMNS, flags)
     for outcome in done:
@@ -410,12 +407,12 @@ def _stored_counter(conn: Connection, key_id: str, digest: str) -> int | None:
 
 def _number(
     conn: Connection, accepted: Sequence[_Accepted], received_at: str, transport: str
-) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
-    """The intake-log rows of ``accepted`` and their wire rows, numbered per key downward
-    from the key's lowest."""
+) -> tuple[list[tuple[object, ...]], list[bytes]]:
+    """The intake-log rows of ``accepted`` and their records' exact bytes, numbered per key
+    downward from the key's lowest."""
     lowest: dict[str, int] = {}
     rows: list[tuple[object, ...]] = []
-    wires: list[tuple[object, ...]] = []
+    wires: list[bytes] = []
     for a in accepted:
         k = a.key.key_id
         if k not in lowest:
@@ -441,7 +438,7 @@ def _number(
                 transport,
             )
         )
-        wires.append((k, lowest[k], a.wire))
+        wires.append(a.wire)
     return rows, wires
 
 

@@ -1,7 +1,7 @@
 """The streaming monitor's queue (table ``stream_queue``, migration 0010): the lake segments
 committed and not yet taken in, in commit order.
 
-Why a table and not a list in memory: the flusher deletes a segment's wire rows right after
+Why a table and not a list in memory: the flusher deletes a segment's intake rounds right after
 its hook returned, so once the hook has added the segment here, nothing but this row says
 that the monitor still owes it. The row goes in the transaction that takes the segment in
 (:meth:`~metrocloud.services.streaming.StreamMonitor.observe`), so a crash at any point

@@ -8,7 +8,7 @@ holds:
 
 - *no committed segment is missed*: :meth:`StreamWorker.enqueue` (the hook) adds the
   segment to ``stream_queue`` before it returns, and the flusher deletes the segment's
-  wire rows only after that; a crash before the row is committed makes the flusher redo
+  intake rounds only after that; a crash before the row is committed makes the flusher redo
   the segment and call the hook again. The row goes in the transaction that takes the
   segment in, so after a crash or a stop without draining, the next start catches up on
   exactly the segments not taken in;

@@ -55,7 +55,7 @@ __all__ = [
     "instruments",
     "intake_batches",
     "intake_flags",
-    "intake_wire",
+    "intake_rounds",
     "metadata",
     "node_meta",
     "parties",
@@ -267,7 +267,8 @@ intake_batches = Table(
     "intake_batches",
     metadata,
     # the intake's durable log: a batch is acknowledged once its row is committed; the lake
-    # flusher moves the readings into Parquet and then drops the wire bytes (``wire`` NULL)
+    # flusher moves the readings into Parquet and then drops the wire bytes (its round's
+    # ``intake_rounds`` row)
     Column("id", _AUTO_ID, primary_key=True, autoincrement=True),
     Column("key_id", String(64), nullable=False),
     Column("counter", BigInteger, nullable=False),
@@ -280,21 +281,33 @@ intake_batches = Table(
     Column("received_at", String(30), nullable=False),
     Column("transport", String(8), nullable=False),
     # the lake segment the flusher put the batch in (set before the lake write, so that a
-    # crash redoes exactly that segment); its ``intake_wire`` row goes once it is committed
+    # crash redoes exactly that segment); its round's wire lines go once it is committed
     Column("segment", String(64), nullable=True),
+    # the ``intake_rounds`` row that held its wire line (its lines are in the order of ids)
+    Column("round_id", BigInteger, nullable=True),
     UniqueConstraint("key_id", "counter", name="uq_intake_batches_key_counter"),
     Index("ix_intake_batches_segment", "segment", "id"),
+    Index("ix_intake_batches_round_id", "round_id"),
 )
 
-intake_wire = Table(
-    "intake_wire",
+intake_rounds = Table(
+    "intake_rounds",
     metadata,
-    # the wire line of an accepted batch (or imported OCMF record) until the flusher has its
-    # readings in the lake; then the row is deleted, so the intake log keeps a few hundred
-    # bytes per batch and the database's free pages are reused (migration 0008)
-    Column("key_id", String(64), primary_key=True),
-    Column("counter", BigInteger, primary_key=True),
-    Column("wire", LargeBinary, nullable=False),
+    # the wire lines of the batches one intake transaction accepted (or of the OCMF records
+    # one import took), each after its length, in the order of their ``intake_batches``
+    # ids, until the flusher has their readings in the lake; then the row is deleted. One
+    # row per transaction, not per batch: a batch of one reading costs the log one row, its
+    # record (migration 0011)
+    Column("id", _AUTO_ID, primary_key=True, autoincrement=True),
+    Column("batches", Integer, nullable=False),
+    Column("readings", BigInteger, nullable=False),
+    Column("wires", LargeBinary, nullable=False),
+    # the lake segment the flusher put the round in (with its batches, in one transaction)
+    Column("segment", String(64), nullable=True),
+    Index("ix_intake_rounds_segment", "segment", "id"),
+    # batches name their round by id: an id is never used again, even once every round
+    # was deleted (SQLite would otherwise hand out the highest remaining id plus one)
+    sqlite_autoincrement=True,
 )
 
 device_counters = Table(
@@ -616,7 +629,7 @@ stream_queue = Table(
     metadata,
     # the lake segments committed and not yet taken in by the streaming monitor (migration
     # 0010), in commit order: the flusher's hook adds a row before it drops the segment's
-    # wire rows, the monitor deletes it in the transaction that takes the segment in; a
+    # intake rounds, the monitor deletes it in the transaction that takes the segment in; a
     # segment that failed ``attempts`` times waits until ``next_try_at``, a poisoned one
     # (``poisoned_at``) is no longer tried
     Column("position", _AUTO_ID, primary_key=True, autoincrement=True),

@@ -1,0 +1,119 @@
+"""the intake's wire lines one row per transaction
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-02 07:00:00.000000
+
+Accepted batches kept their wire line in ``intake_wire`` (key, counter, wire), one row per
+batch, until the lake flusher had them in the lake. For batches of one reading that row, its
+random primary key and its deletion cost as much as the batch's record itself. The wire
+lines of one intake transaction now live in one ``intake_rounds`` row (each line after its
+length, in the order of the batches' ids; each batch names its round in
+``intake_batches.round_id``), planned into a lake segment and deleted as a whole. Lines not
+yet flushed are moved over, one round per batch, each in the segment its batch was planned
+in.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _join(lines: list[bytes]) -> bytes:
+    """A round's bytes: each line after its length, 4 bytes big-endian (as the intake
+    stores them: ``metrocloud.ingest.intake.join_round``, copied so that this revision
+    stays as it is when the code moves on)."""
+    return b"".join(len(line).to_bytes(4, "big") + line for line in lines)
+
+
+def _split(data: bytes) -> list[bytes]:
+    out, at = [], 0
+    while at < len(data):
+        size = int.from_bytes(data[at : at + 4], "big")
+        out.append(data[at + 4 : at + 4 + size])
+        at += 4 + size
+    return out
+
+
+def upgrade() -> None:
+    op.create_table(
+        "intake_rounds",
+        sa.Column("id", _ID, autoincrement=True, nullable=False),
+        sa.Column("batches", sa.Integer(), nullable=False),
+        sa.Column("readings", sa.BigInteger(), nullable=False),
+        sa.Column("wires", sa.LargeBinary(), nullable=False),
+        sa.Column("segment", sa.String(length=64), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_intake_rounds")),
+        sqlite_autoincrement=True,  # an id is never used again (batches name their round)
+    )
+    with op.batch_alter_table("intake_rounds", schema=None) as batch_op:
+        batch_op.create_index("ix_intake_rounds_segment", ["segment", "id"], unique=False)
+    with op.batch_alter_table("intake_batches", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("round_id", sa.BigInteger(), nullable=True))
+        batch_op.create_index("ix_intake_batches_round_id", ["round_id"], unique=False)
+    conn = op.get_bind()
+    rounds = sa.table(
+        "intake_rounds",
+        sa.column("id", sa.BigInteger()),
+        sa.column("batches", sa.Integer()),
+        sa.column("readings", sa.BigInteger()),
+        sa.column("wires", sa.LargeBinary()),
+        sa.column("segment", sa.String()),
+    )
+    pending = conn.execute(
+        sa.text(
+            "SELECT b.id, b.readings, b.segment, w.wire FROM intake_wire w JOIN intake_batches b "
+            "ON b.key_id = w.key_id AND b.counter = w.counter ORDER BY b.id"
+        )
+    ).all()
+    for batch_id, readings, segment, wire in pending:
+        round_id = conn.execute(
+            rounds.insert()
+            .values(
+                batches=1, readings=readings, wires=_join([bytes(wire).strip()]), segment=segment
+            )
+            .returning(rounds.c.id)
+        ).scalar_one()
+        conn.execute(
+            sa.text("UPDATE intake_batches SET round_id = :r WHERE id = :b"),
+            {"r": round_id, "b": batch_id},
+        )
+    op.drop_table("intake_wire")
+
+
+def downgrade() -> None:
+    op.create_table(
+        "intake_wire",
+        sa.Column("key_id", sa.String(length=64), nullable=False),
+        sa.Column("counter", sa.BigInteger(), nullable=False),
+        sa.Column("wire", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("key_id", "counter", name=op.f("pk_intake_wire")),
+    )
+    conn = op.get_bind()
+    for round_id, wires in conn.execute(
+        sa.text("SELECT id, wires FROM intake_rounds ORDER BY id")
+    ).all():
+        lines = _split(bytes(wires))
+        batches = conn.execute(
+            sa.text("SELECT key_id, counter FROM intake_batches WHERE round_id = :r ORDER BY id"),
+            {"r": round_id},
+        ).all()
+        for (key_id, counter), line in zip(batches, lines, strict=True):
+            conn.execute(
+                sa.text("INSERT INTO intake_wire (key_id, counter, wire) VALUES (:k, :c, :w)"),
+                {"k": key_id, "c": counter, "w": line},
+            )
+    with op.batch_alter_table("intake_batches", schema=None) as batch_op:
+        batch_op.drop_index("ix_intake_batches_round_id")
+        batch_op.drop_column("round_id")
+    with op.batch_alter_table("intake_rounds", schema=None) as batch_op:
+        batch_op.drop_index("ix_intake_rounds_segment")
+    op.drop_table("intake_rounds")
