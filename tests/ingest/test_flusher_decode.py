@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from metrocloud.formats.batches import GENESIS_PREV, MAX_STATUS
 from metrocloud.ingest import flusher as module
-from metrocloud.ingest.intake import join_round, split_round
+from metrocloud.ingest.rounds import join_round, split_round
 from metrocloud.trust.canonical import canonical_json
 
 SAFE = 2**53 - 1

@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.ipc
 import pytest
 from sqlalchemy import select, update
 
@@ -99,13 +101,36 @@ def _quarantined(world: World) -> list[Any]:
         return list(conn.execute(select(quarantine).order_by(quarantine.c.id)).all())
 
 
-def _wires(world: World) -> list[bytes]:
-    """The wire lines the intake log still holds (its rounds not yet in the lake)."""
-    from metrocloud.ingest.intake import split_round
+def _held(world: World) -> list[tuple[str, int]]:
+    """(instrument, counter) of the batches the intake log still holds for the lake (in
+    rounds not yet deleted), in order."""
+    from metrocloud.formats.batches import parse_payload, split_wire
+    from metrocloud.ingest.rounds import ARROW, read_arrow_round, split_round
 
+    out: list[tuple[str, int]] = []
     with world.node.db.read() as conn:
-        rounds = conn.execute(select(intake_rounds.c.wires).order_by(intake_rounds.c.id))
-        return [line for (wires,) in rounds for line in split_round(bytes(wires))]
+        rounds = conn.execute(select(intake_rounds).order_by(intake_rounds.c.id)).all()
+    for r in rounds:
+        if r.format == ARROW:
+            table = read_arrow_round(bytes(r.data))
+            columns = (table["instrument"].to_pylist(), table["batch_counter"].to_pylist())
+            out += zip(*columns, strict=True)
+        else:
+            payloads = (parse_payload(split_wire(w)[0]) for w in split_round(bytes(r.data)))
+            out += [(p.instrument, p.counter) for p in payloads]
+    return out
+
+
+def _as_wires(world: World, lines: list[bytes]) -> None:
+    """Store the (only) round as ``wires`` holding ``lines``: the form imported records and
+    lines moved over by migration 0011 have."""
+    from metrocloud.ingest.rounds import WIRES, join_round, round_digest
+
+    data = join_round(lines)
+    with world.node.db.write() as conn:
+        conn.execute(
+            update(intake_rounds).values(format=WIRES, data=data, digest=round_digest(data))
+        )
 
 
 def _stored(world: World) -> list[Any]:
@@ -280,7 +305,7 @@ def test_the_flusher_puts_every_accepted_reading_in_the_lake_exactly_once(
         for t, v in zip(b.parse().t, b.parse().value, strict=True)
     )
     assert sorted(_lake_rows(lake)) == expected  # each accepted reading once, none rejected
-    assert all(r.segment for r in _stored(world)) and _wires(world) == []  # wire rows gone
+    assert all(r.segment for r in _stored(world)) and _held(world) == []  # rounds gone
     assert flusher.flush_once() == 0
     lake.close()
 
@@ -506,7 +531,7 @@ def test_several_pending_segments_are_all_written_after_a_restart(
         for t, v in zip(b.parse().t, b.parse().value, strict=True)
     )
     assert sorted(_lake_rows(lake)) == expected
-    assert all(r.segment for r in _stored(world)) and _wires(world) == []
+    assert all(r.segment for r in _stored(world)) and _held(world) == []
     assert {r.segment for r in _stored(world)} == {"intake-r1-2", "intake-r3-4", "intake-r5-5"}
     lake.close()
 
@@ -528,24 +553,28 @@ def test_the_background_flusher_writes_everything_once(setup: Any, tmp_path: Any
     flusher.stop()
     assert flusher.readings_flushed == 32
     assert len(_lake_rows(lake)) == 32
-    assert _wires(world) == []  # flushed: the wire rows are gone
+    assert _held(world) == []  # flushed: the rounds are gone
     lake.close()
 
 
 def test_an_altered_intake_log_is_refused_not_written(setup: Any, tmp_path: Any) -> None:
     from metrocloud.ingest import LakeFlusher
     from metrocloud.ingest.flusher import IntakeLogCorrupt
-    from metrocloud.ingest.intake import join_round
 
     world, intake, meter = setup
     good, other = meter.batch(), meter.batch()
     intake.submit([good.wire(), other.wire()], "http")
+    with world.node.db.read() as conn:
+        data = bytearray(conn.execute(select(intake_rounds.c.data)).scalar_one())
+    data[-100] ^= 1  # one bit of the decoded readings
     with world.node.db.write() as conn:
-        conn.execute(
-            update(intake_rounds).values(wires=join_round([good.wire(), _tampered(other)]))
-        )
+        conn.execute(update(intake_rounds).values(data=bytes(data)))
     lake = _lake(tmp_path)
     flusher = LakeFlusher(world.node.db, lake)
+    with pytest.raises(IntakeLogCorrupt, match="does not hash to the digest"):
+        flusher.flush_once()
+    assert _lake_rows(lake) == []
+    _as_wires(world, [good.wire(), _tampered(other)])  # a stored line altered
     with pytest.raises(IntakeLogCorrupt, match=other.digest):
         flusher.flush_once()
     assert _lake_rows(lake) == []
@@ -674,7 +703,7 @@ def test_a_crash_in_the_middle_of_planning_or_finishing_loses_and_repeats_nothin
     monkeypatch.setattr(world.node.db, "write", real_write)
     # the segment's rounds are still there: it is handed to the lake again, which already
     # holds it (a no-op), and finished
-    assert _wires(world) == [b.wire() for b in batches[2:]]
+    assert _held(world) == [(meter.instrument, b.parse().counter) for b in batches[2:]]
     assert LakeFlusher(world.node.db, lake).flush_all() == 20
     expected = sorted(
         (meter.instrument, t, v, b.parse().counter)
@@ -682,7 +711,7 @@ def test_a_crash_in_the_middle_of_planning_or_finishing_loses_and_repeats_nothin
         for t, v in zip(b.parse().t, b.parse().value, strict=True)
     )
     assert sorted(_lake_rows(lake)) == expected
-    assert all(r.segment for r in _stored(world)) and _wires(world) == []
+    assert all(r.segment for r in _stored(world)) and _held(world) == []
     lake.close()
 
 
@@ -694,20 +723,16 @@ def test_a_crash_in_the_middle_of_planning_or_finishing_loses_and_repeats_nothin
         (lambda good, other: [other, good], "does not hash to it"),  # the order matters
     ],
 )
-def test_a_round_that_does_not_hold_its_batches_lines_is_refused(
+def test_a_wires_round_that_does_not_hold_its_batches_lines_is_refused(
     setup: Any, tmp_path: Any, lines: Any, reason: str
 ) -> None:
     from metrocloud.ingest import LakeFlusher
     from metrocloud.ingest.flusher import IntakeLogCorrupt
-    from metrocloud.ingest.intake import join_round
 
     world, intake, meter = setup
     good, other = meter.batch(), meter.batch()
     intake.submit([good.wire(), other.wire()], "http")
-    with world.node.db.write() as conn:
-        conn.execute(
-            update(intake_rounds).values(wires=join_round(lines(good.wire(), other.wire())))
-        )
+    _as_wires(world, lines(good.wire(), other.wire()))
     lake = _lake(tmp_path)
     with pytest.raises(IntakeLogCorrupt, match=reason):
         LakeFlusher(world.node.db, lake).flush_once()
@@ -715,11 +740,66 @@ def test_a_round_that_does_not_hold_its_batches_lines_is_refused(
     lake.close()
 
 
-def test_one_round_per_transaction_holds_the_accepted_lines_in_order(setup: Any) -> None:
-    """The wire lines of what one submission accepted are one round, in the order of the
-    batches' ids; rejected and duplicate lines are not in it."""
+def test_an_arrow_round_that_does_not_hold_its_batches_is_refused(
+    setup: Any, tmp_path: Any
+) -> None:
+    """Data that hashes to its digest but is no round of the intake's, or holds fewer
+    batches than its record says."""
+    from metrocloud.ingest import LakeFlusher
+    from metrocloud.ingest.flusher import IntakeLogCorrupt
+    from metrocloud.ingest.rounds import read_arrow_round, round_digest
+
     world, intake, meter = setup
-    first, second = meter.batch(), meter.batch()
+    intake.submit([meter.batch().wire(), meter.batch().wire()], "http")
+    with world.node.db.read() as conn:
+        data = bytes(conn.execute(select(intake_rounds.c.data)).scalar_one())
+    table = read_arrow_round(data)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.slice(0, 1))
+    shorter = sink.getvalue().to_pybytes()
+    lake = _lake(tmp_path)
+    for bad, reason in ((b"not arrow", "not an Arrow IPC stream"), (shorter, "holds 1 batches")):
+        with world.node.db.write() as conn:
+            conn.execute(update(intake_rounds).values(data=bad, digest=round_digest(bad)))
+        with pytest.raises(IntakeLogCorrupt, match=reason):
+            LakeFlusher(world.node.db, lake).flush_once()
+    assert _lake_rows(lake) == []
+    lake.close()
+
+
+def test_a_wires_round_gives_the_lake_what_an_arrow_round_gives(setup: Any, tmp_path: Any) -> None:
+    """The same batches, flushed from the readings the intake decoded and from their wire
+    lines (as a round moved over by migration 0011 holds them): the same lake rows."""
+    from metrocloud.ingest import LakeFlusher
+
+    world, intake, meter = setup
+    batches = [meter.batch(n) for n in (1, 4, 3)]
+    intake.submit([b.wire() for b in batches], "http")
+    tables = []
+    for name, wires in (("arrow", False), ("wires", True)):
+        if wires:
+            with world.node.db.write() as conn:
+                conn.execute(update(intake_rounds).values(segment=None))
+                conn.execute(update(intake_batches).values(segment=None))
+            _as_wires(world, [b.wire() for b in batches])
+        flusher = LakeFlusher(world.node.db, _lake(tmp_path / name))
+        prepared = flusher._prepare()
+        assert prepared is not None
+        tables.append(prepared.table)
+        flusher.lake.close()
+    arrow, wired = tables
+    assert arrow.num_rows == 8 and arrow.equals(wired)
+    assert arrow["seq"].to_pylist() == [0, 0, 1, 2, 3, 0, 1, 2]
+
+
+def test_one_round_per_transaction_holds_the_accepted_readings_in_order(setup: Any) -> None:
+    """The readings of what one submission accepted are one round, decoded, in the order of
+    the batches' ids; rejected and duplicate lines are not in it."""
+    from metrocloud.ingest.rounds import read_arrow_round
+
+    world, intake, meter = setup
+    first, second = meter.batch(), meter.batch(2)
     intake.submit([first.wire()], "http")
     outcomes = intake.submit(
         [first.wire(), second.wire() + b"  \r\n", meter.batch(key=PrivateKey.generate()).wire()],
@@ -728,9 +808,29 @@ def test_one_round_per_transaction_holds_the_accepted_lines_in_order(setup: Any)
     assert [o.status for o in outcomes] == ["duplicate", "accepted", "rejected"]
     with world.node.db.read() as conn:
         rounds = conn.execute(select(intake_rounds).order_by(intake_rounds.c.id)).all()
-    assert [(r.batches, r.readings, r.segment) for r in rounds] == [(1, 4, None), (1, 4, None)]
+    assert [(r.format, r.batches, r.readings, r.segment) for r in rounds] == [
+        ("arrow", 1, 4, None),
+        ("arrow", 1, 2, None),
+    ]
     assert [r.round_id for r in _stored(world)] == [rounds[0].id, rounds[1].id]
-    assert _wires(world) == [first.wire(), second.wire()]  # stripped of the line's whitespace
+    held = read_arrow_round(bytes(rounds[1].data)).to_pylist()
+    p = second.parse()
+    assert held == [
+        {
+            "instrument": meter.instrument,
+            "category": _stored(world)[1].category,
+            "key_id": meter.key.public_key.key_id,
+            "batch_counter": 2,
+            "quantity": p.quantity,
+            "unit": p.unit,
+            "ingested_at": held[0]["ingested_at"],
+            "t": p.t,
+            "value": p.value,
+            "status": p.status,
+        }
+    ]
+    received = datetime.fromisoformat(_stored(world)[1].received_at.replace("Z", "+00:00"))
+    assert held[0]["ingested_at"] == int(received.timestamp() * 1000)
 
 
 def test_round_ids_are_never_used_again(setup: Any, tmp_path: Any) -> None:
@@ -743,7 +843,7 @@ def test_round_ids_are_never_used_again(setup: Any, tmp_path: Any) -> None:
     flusher = LakeFlusher(world.node.db, lake)
     for n in range(1, 4):
         intake.submit([meter.batch().wire()], "http")
-        assert flusher.flush_all() == 4 and _wires(world) == []
+        assert flusher.flush_all() == 4 and _held(world) == []
         assert [r.round_id for r in _stored(world)] == list(range(1, n + 1))
         assert len({r.segment for r in _stored(world)}) == n
     assert len(_lake_rows(lake)) == 12

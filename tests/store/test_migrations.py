@@ -147,7 +147,7 @@ def test_0011_moves_unflushed_wire_lines_into_rounds_and_back(settings: Settings
     from alembic.config import Config
     from sqlalchemy import text
 
-    from metrocloud.ingest.intake import split_round
+    from metrocloud.ingest.rounds import round_digest, split_round
     from metrocloud.store.database import Database
     from metrocloud.store.schema import intake_batches, intake_rounds
 
@@ -181,12 +181,23 @@ def test_0011_moves_unflushed_wire_lines_into_rounds_and_back(settings: Settings
                     intake_batches.c.id
                 )
             ).all()
-        assert [(r.batches, r.readings, r.segment) for r in rounds] == [
-            (1, 20, "intake-2-2"),
-            (1, 30, None),
+        assert [(r.format, r.batches, r.readings, r.segment) for r in rounds] == [
+            ("wires", 1, 20, "intake-2-2"),
+            ("wires", 1, 30, None),
         ]
-        assert [split_round(bytes(r.wires)) for r in rounds] == [[wires[2]], [wires[3]]]
+        assert [split_round(bytes(r.data)) for r in rounds] == [[wires[2]], [wires[3]]]
+        assert all(r.digest == round_digest(bytes(r.data)) for r in rounds)
         assert named == [(1, None), (2, rounds[0].id), (3, rounds[1].id)]
+        arrow = text(
+            "INSERT INTO intake_rounds (batches, readings, format, data, digest) "
+            "VALUES (1, 1, 'arrow', :data, 'd')"
+        )
+        with db.engine.begin() as conn:  # decoded readings have no wire line to give back
+            conn.execute(arrow, {"data": b"\x00"})
+            cfg.attributes["connection"] = conn
+            with pytest.raises(RuntimeError, match="let the node flush them"):
+                command.downgrade(cfg, "0010")
+            conn.rollback()
         with db.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0010")

@@ -27,14 +27,17 @@ read, decode) while a second writes the previous one into the lake and finishes 
 lake's sorting and Parquet encoding run outside the interpreter lock, so the two overlap.
 Two segments may then be pending at once; each is rewritten under its own id after a crash.
 
-The readings come from the stored wire lines, which the intake verified: a round must hold
-one line per batch that names it, and each payload must still hash to the digest recorded
-with it (:class:`IntakeLogCorrupt` otherwise). The
-columns of a segment are built at once: the payloads are canonical JSON (RFC 8785, checked
-at intake), so their fields are sliced from the text and the numbers of all batches are
-parsed together by Arrow's CSV reader, in C++ and without the interpreter lock; a payload
-laid out otherwise would be decoded as JSON instead. An imported OCMF record
-(:mod:`metrocloud.ingest.ocmf`) is stored as its exact bytes and decoded on its own.
+The readings come from the segment's rounds (:mod:`metrocloud.ingest.rounds`), each checked
+against the digest recorded when it was stored, and holding as many batches as its record
+says (:class:`IntakeLogCorrupt` otherwise). An ``arrow`` round (the intake's batches) holds
+the readings the intake decoded when it checked them: its batches become lake rows by Arrow
+compute alone. A ``wires`` round (imported OCMF records, lines a migration moved over)
+holds one wire line per batch naming it, and each payload must still hash to its batch's
+digest; the columns of such batches are built at once: the payloads are canonical JSON
+(RFC 8785, checked at intake), so their fields are sliced from the text and the numbers of
+all batches are parsed together by Arrow's CSV reader, in C++ and without the interpreter
+lock; a payload laid out otherwise would be decoded as JSON instead. An imported OCMF
+record (:mod:`metrocloud.ingest.ocmf`) is stored as its exact bytes and decoded on its own.
 """
 
 from __future__ import annotations
@@ -60,8 +63,9 @@ from sqlalchemy import delete, select, update
 from metrocloud.domain.errors import MetrocloudError
 from metrocloud.formats._ocmf_rules import parse_time
 from metrocloud.formats.ocmf import effective_readings, parse_ocmf
-from metrocloud.ingest.intake import TURNS, split_round
+from metrocloud.ingest.intake import TURNS
 from metrocloud.ingest.ocmf import OCMF_PREFIX, reading_status
+from metrocloud.ingest.rounds import ARROW, WIRES, read_arrow_round, round_digest, split_round
 from metrocloud.lake import Lake
 from metrocloud.store.database import Database
 from metrocloud.store.schema import intake_batches, intake_rounds
@@ -81,6 +85,8 @@ _PREFIX = len(b"MCB1.")
 _DECODE_CHUNK = 2_000
 #: batch rows of the intake log updated per write transaction (the intake's wait meanwhile)
 _DB_CHUNK = 5_000
+#: ids per IN (...) list
+_IN_CHUNK = 500
 
 
 class IntakeLogCorrupt(MetrocloudError):
@@ -184,36 +190,31 @@ class LakeFlusher:
             if segment is None:
                 return None
         b, r = intake_batches.c, intake_rounds.c
+        rows: list[Any] = []
         with self.db.read() as conn:
             rounds = conn.execute(
-                select(r.id, r.batches, r.wires).where(r.segment == segment).order_by(r.id)
+                select(r.id, r.batches, r.format, r.data, r.digest)
+                .where(r.segment == segment)
+                .order_by(r.id)
             ).all()
-            rows = conn.execute(
-                select(
-                    b.round_id,
-                    b.category,
-                    b.received_at,
-                    b.key_id,
-                    b.digest,
-                    b.instrument_id,
-                    b.counter,
-                )
-                .where(b.segment == segment)
-                .order_by(b.id)
-            ).all()
+            wired = [x.id for x in rounds if x.format == WIRES]
+            for start in range(0, len(wired), _IN_CHUNK):  # only "wires" rounds need them
+                rows += conn.execute(
+                    select(
+                        b.round_id,
+                        b.category,
+                        b.received_at,
+                        b.key_id,
+                        b.digest,
+                        b.instrument_id,
+                        b.counter,
+                    )
+                    .where(b.round_id.in_(wired[start : start + _IN_CHUNK]))
+                    .order_by(b.id)
+                ).all()
         with TURNS.flushing():  # the intake's checks in this process step aside
-            decoded = _decode(rows, _wires_of(segment, rounds, rows))
-            del rows, rounds
-            imported = [d for d in decoded if d[1].startswith(OCMF_PREFIX)]
-            if imported:
-                decoded = [d for d in decoded if not d[1].startswith(OCMF_PREFIX)]
-            parts = [
-                _columns(decoded[start : start + _DECODE_CHUNK])
-                for start in range(0, len(decoded), _DECODE_CHUNK)
-            ]
-            if imported:
-                parts.append(_ocmf_columns(imported))
-        del decoded
+            parts = _parts(segment, rounds, rows)
+        del rounds, rows
         return _Prepared(segment, _readings(parts))
 
     def _commit(self, prepared: _Prepared) -> int:
@@ -354,13 +355,120 @@ class LakeFlusher:
 # -- the readings of a segment ---------------------------------------------------------------
 
 
+def _parts(segment: str, rounds: Sequence[Any], rows: Sequence[Any]) -> list[_Columns]:
+    """The readings of a segment's ``rounds`` (in id order), each round's data checked
+    against its digest: runs of ``arrow`` rounds as they are, ``wires`` rounds decoded with
+    their batch records ``rows``."""
+    parts: list[_Columns] = []
+    tables: list[pa.Table] = []
+    wired: list[Any] = []
+
+    def arrow_run() -> None:
+        if tables:
+            parts.append(_arrow_columns(pa.concat_tables(tables)))
+            tables.clear()
+
+    def wires_run() -> None:
+        if wired:
+            mine = {x.id for x in wired}
+            parts.extend(_wire_columns(segment, wired, [r for r in rows if r.round_id in mine]))
+            wired.clear()
+
+    for rd in rounds:
+        data = bytes(rd.data)
+        if round_digest(data) != rd.digest:
+            raise IntakeLogCorrupt(
+                f"intake round {rd.id} of {segment} does not hash to the digest recorded when "
+                "it was stored; the intake log was altered after its batches were accepted"
+            )
+        if rd.format == ARROW:
+            wires_run()
+            try:
+                table = read_arrow_round(data)
+            except ValueError as exc:
+                raise IntakeLogCorrupt(f"intake round {rd.id} of {segment}: {exc}") from None
+            if table.num_rows != rd.batches:
+                raise IntakeLogCorrupt(
+                    f"intake round {rd.id} of {segment} holds {table.num_rows} batches, "
+                    f"its record says {rd.batches}"
+                )
+            tables.append(table)
+        elif rd.format == WIRES:
+            arrow_run()
+            wired.append(rd)
+        else:
+            raise IntakeLogCorrupt(f"intake round {rd.id} of {segment}: format {rd.format!r}")
+    arrow_run()
+    wires_run()
+    return parts
+
+
+def _arrow_columns(table: pa.Table) -> _Columns:
+    """The lake's arrays of ``arrow`` rounds' batches (:data:`ROUND_SCHEMA` rows)."""
+    table = table.combine_chunks()
+
+    def col(name: str) -> Any:
+        return table.column(name).chunk(0)
+
+    t_lists = col("t")
+    parents = pc.list_parent_indices(t_lists)
+    t = pc.list_flatten(t_lists)
+    n, batches = len(t), table.num_rows
+    if n == batches:  # one reading a batch
+        seq = pa.nulls(n, pa.int32()).fill_null(0)
+    else:
+        lengths = pc.list_value_length(t_lists).cast(pa.int32())
+        starts = pc.subtract(pc.cumulative_sum(lengths), lengths)
+        seq = pc.subtract(_arange(n), starts.take(parents))
+
+    def per_batch(name: str) -> pa.Array:
+        return col(name).take(parents)
+
+    arrays = {
+        "instrument": per_batch("instrument"),
+        "category": per_batch("category"),
+        "day": t.cast(_NAIVE_MS).cast(pa.date32()),
+        "t": t.cast(_UTC_MS),
+        "quantity": per_batch("quantity"),
+        "value": pc.list_flatten(col("value")),
+        "unit": per_batch("unit"),
+        "status": pc.list_flatten(col("status")),
+        "batch_counter": per_batch("batch_counter"),
+        "seq": seq,
+        "ingested_at": per_batch("ingested_at").cast(_UTC_MS),
+    }
+    pairs = (
+        pa.table({"i": col("instrument"), "k": col("key_id")}).group_by(["i", "k"]).aggregate([])
+    )
+    keys_of: dict[str, set[str]] = {}
+    for instrument, key in zip(pairs["i"].to_pylist(), pairs["k"].to_pylist(), strict=True):
+        keys_of.setdefault(instrument, set()).add(key)
+    return _Columns(arrays, keys_of)
+
+
+def _wire_columns(segment: str, rounds: Sequence[Any], rows: Sequence[Any]) -> list[_Columns]:
+    """The readings of ``wires`` rounds, each payload checked against its batch's digest."""
+    decoded = _decode(rows, _wires_of(segment, rounds, rows))
+    imported = [d for d in decoded if d[1].startswith(OCMF_PREFIX)]
+    if imported:
+        decoded = [d for d in decoded if not d[1].startswith(OCMF_PREFIX)]
+    parts = [
+        _columns(decoded[start : start + _DECODE_CHUNK])
+        for start in range(0, len(decoded), _DECODE_CHUNK)
+    ]
+    if imported:
+        parts.append(_ocmf_columns(imported))
+    return parts
+
+
 def _wires_of(segment: str, rounds: Sequence[Any], rows: Sequence[Any]) -> list[bytes]:
-    """The wire line of each of ``rows`` (a segment's batches, in id order) from the
-    segment's ``rounds``: each round holds one line per batch naming it, in id order."""
+    """The wire line of each of ``rows`` (batches of ``wires`` rounds, in id order) from
+    ``rounds``: each round holds one line per batch naming it, in id order."""
     lines: dict[int, list[bytes]] = {}
-    for round_id, batches, wires in rounds:
+    for rd in rounds:
+        round_id, batches = rd.id, rd.batches
         try:
-            lines[round_id] = split_round(bytes(wires))
+            lines[round_id] = split_round(bytes(rd.data))
         except ValueError as exc:
             raise IntakeLogCorrupt(f"intake round {round_id} of {segment}: {exc}") from None
         if len(lines[round_id]) != batches:

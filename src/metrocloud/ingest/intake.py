@@ -21,9 +21,9 @@ these checks in this order; the first that fails names the rejection reason:
 A submission (an HTTP request, a burst of MQTT messages) is decided and stored in one write
 transaction: accepted batches into ``intake_batches`` (the intake's durable log, from which
 :class:`~metrocloud.ingest.flusher.LakeFlusher` moves readings into the lake; their wire
-lines together into one ``intake_rounds`` row until the flusher has them in the lake:
-:func:`store_accepted`), rejected ones into ``quarantine`` with the reason and the
-evidence, counters advanced. An outcome is
+readings, decoded, together into one ``intake_rounds`` row until the flusher has them in
+the lake: :func:`store_accepted`, :mod:`metrocloud.ingest.rounds`), rejected ones into
+``quarantine`` with the reason and the evidence, counters advanced. An outcome is
 returned only after that transaction committed: "acknowledged" means durable. On SQLite the
 intake writes with ``synchronous=FULL`` (:meth:`Intake.open`), so a commit survives power
 loss as well as a killed process.
@@ -60,6 +60,7 @@ from sqlalchemy import Connection, Table, insert, select
 from metrocloud.domain.certificates import CertificateStatus, effective_status
 from metrocloud.domain.errors import InvalidInput, VerificationError
 from metrocloud.formats.batches import BatchPayload, parse_payload, split_wire, verify_batch
+from metrocloud.ingest.rounds import ARROW, RoundBatch, arrow_round, round_digest
 from metrocloud.ledger.storage import read_tree_size
 from metrocloud.store.bulk import insert_rows
 from metrocloud.store.database import Database
@@ -81,8 +82,6 @@ __all__ = [
     "Intake",
     "IntakeLimits",
     "Outcome",
-    "join_round",
-    "split_round",
     "store_accepted",
 ]
 
@@ -309,18 +308,34 @@ class _Counter:
     new: bool = False
 
 
-#: What checks 2 to 7 need of a parsed batch: (instrument, key, counter, prev, software,
-#: digest, first t, last t, readings). Plain values only: the columns the parser decoded
-#: are freed as soon as a line is parsed, not kept (and traversed by the garbage collector)
-#: until its submission is stored, and the collector stops tracking the tuple itself.
-_Batch = tuple[str, str, int, str, str, str, int, int, int]
+#: What checks 2 to 7 need of a parsed batch, and what the lake needs of an accepted one:
+#: (instrument, key, counter, prev, software, digest, first t, last t, readings, quantity,
+#: unit, t, value, status). The parser's own object is freed as soon as a line is parsed.
+_Batch = tuple[
+    str, str, int, str, str, str, int, int, int, str, str, list[int], list[Any], list[int]
+]
 #: one checked line: (line, batch or None, instrument or None, early rejection or None)
 _Checked = tuple[bytes, _Batch | None, _Instrument | None, _Reject | None]
 
 
 def _batch(p: BatchPayload) -> _Batch:
     t = p.t
-    return (p.instrument, p.key, p.counter, p.prev, p.software, p.digest, t[0], t[-1], len(t))
+    return (
+        p.instrument,
+        p.key,
+        p.counter,
+        p.prev,
+        p.software,
+        p.digest,
+        t[0],
+        t[-1],
+        len(t),
+        p.quantity,
+        p.unit,
+        t,
+        p.value,
+        p.status,
+    )
 
 
 @dataclass
@@ -328,8 +343,8 @@ class _Plan:
     """What one transaction writes, decided batch by batch inside it."""
 
     batches: list[tuple[Any, ...]] = field(default_factory=list)
-    #: the wire line of each accepted batch (stored as one round until the flusher moved it)
-    wires: list[bytes] = field(default_factory=list)
+    #: the readings of each accepted batch (stored as one round until the flusher moved it)
+    readings: list[RoundBatch] = field(default_factory=list)
     rejected: list[tuple[Any, ...]] = field(default_factory=list)
     flags: list[tuple[Any, ...]] = field(default_factory=list)
     #: (key, counter) -> digest of the batches accepted in this transaction
@@ -662,7 +677,8 @@ class Intake:
             statuses: dict[tuple[str, date], CertificateStatus] = {}
             for sub in group:
                 decided.append(self._decide_all(conn, sub, counters, statuses, plan))
-            store_accepted(conn, plan.batches, plan.wires)
+            if plan.batches:
+                store_accepted(conn, plan.batches, arrow_round(plan.readings), ARROW)
             insert_rows(conn, quarantine, _QUARANTINE_COLUMNS, plan.rejected)
             insert_rows(conn, intake_flags, _FLAG_COLUMNS, plan.flags)
             self._save_counters(conn, counters)
@@ -741,7 +757,7 @@ class Intake:
         transport: str,
         plan: _Plan,
     ) -> Outcome:
-        instrument, key, counter, prev, software, digest, first, latest, n = batch
+        instrument, key, counter, prev, software, digest, first, latest, n = batch[:9]
         last = counters.get(key)
         expected = 1 if last is None else last.counter + 1
         if counter < expected:
@@ -820,7 +836,9 @@ class Intake:
                 transport,
             )
         )
-        plan.wires.append(bytes(line).strip())
+        plan.readings.append(
+            (instrument, inst.category, key, counter, batch[9], batch[10], now_ms, *batch[11:])
+        )
         return _accepted(instrument, counter, n, flags)
 
     def _save_counters(self, conn: Connection, counters: dict[str, _Counter]) -> None:
@@ -845,47 +863,27 @@ class Intake:
 
 
 def store_accepted(
-    conn: Connection, rows: Sequence[tuple[Any, ...]], wires: Sequence[bytes]
-) -> int | None:
-    """Store accepted batches: their records ``rows`` (``_BATCH_COLUMNS``) into
-    ``intake_batches`` and their wire lines ``wires`` (one per row, in order) into one
-    ``intake_rounds`` row, which each record names. The round's id (None if ``rows`` is
-    empty). One row for all the lines of a transaction, not one per batch: the lines are
-    kept only until the lake flusher has their readings, and are deleted as a whole."""
-    if not rows:
-        return None
-    if len(rows) != len(wires):
-        raise ValueError(f"{len(rows)} batch records but {len(wires)} wire lines")
+    conn: Connection, rows: Sequence[tuple[Any, ...]], data: bytes, data_format: str
+) -> int:
+    """Store accepted batches: their records ``rows`` (``_BATCH_COLUMNS``, at least one)
+    into ``intake_batches`` and what the lake needs of them, ``data`` in ``data_format``
+    (:mod:`metrocloud.ingest.rounds`: one entry per row, in order), into one
+    ``intake_rounds`` row, which each record names; the round's id. One row for a whole
+    transaction, not one per batch: it is kept only until the lake flusher has its
+    readings, and is deleted as a whole."""
     round_id = conn.execute(
         insert(intake_rounds)
-        .values(batches=len(rows), readings=sum(r[5] for r in rows), wires=join_round(wires))
+        .values(
+            batches=len(rows),
+            readings=sum(r[5] for r in rows),
+            format=data_format,
+            data=data,
+            digest=round_digest(data),
+        )
         .returning(intake_rounds.c.id)
     ).scalar_one()
     insert_rows(conn, intake_batches, _ROUND_BATCH_COLUMNS, [(*r, round_id) for r in rows])
     return int(round_id)
-
-
-def join_round(lines: Iterable[bytes]) -> bytes:
-    """Wire lines as one round's bytes: each line after its length (4 bytes, big-endian),
-    so a line may hold any byte (an imported OCMF record may span lines)."""
-    return b"".join([len(line).to_bytes(4, "big") + line for line in lines])
-
-
-def split_round(data: bytes) -> list[bytes]:
-    """The wire lines of :func:`join_round`'s bytes; ValueError if they are cut short."""
-    view = memoryview(data)
-    out: list[bytes] = []
-    at, end = 0, len(data)
-    while at < end:
-        if at + 4 > end:
-            raise ValueError(f"round bytes end inside a length prefix at byte {at}")
-        size = int.from_bytes(view[at : at + 4], "big")
-        at += 4
-        if at + size > end:
-            raise ValueError(f"round bytes end inside a {size}-byte line at byte {at}")
-        out.append(bytes(view[at : at + size]))
-        at += size
-    return out
 
 
 def _select_in(

@@ -64,6 +64,7 @@ from metrocloud.ingest.intake import (  # the intake log's row layout, shared wi
     Outcome,
     store_accepted,
 )
+from metrocloud.ingest.rounds import WIRES, join_round
 from metrocloud.store.bulk import insert_rows
 from metrocloud.store.schema import (
     certificates,
@@ -206,7 +207,8 @@ def import_values(intake: Intake, values: Sequence[ContainerValue], transport: s
                     () if repeat else flagged.of.get(a.meter.id, ()),
                 )
             )
-        store_accepted(conn, batches, wires)
+        if batches:
+            store_accepted(conn, batches, join_round(wires), WIRES)
         insert_rows(conn, quarantine, _QUARANTINE_COLUMNS, rejected)
         insert_rows(conn, intake_flags, _FLAG_COLUMNS, flags)
     for outcome in done:

@@ -293,15 +293,18 @@ intake_batches = Table(
 intake_rounds = Table(
     "intake_rounds",
     metadata,
-    # the wire lines of the batches one intake transaction accepted (or of the OCMF records
-    # one import took), each after its length, in the order of their ``intake_batches``
-    # ids, until the flusher has their readings in the lake; then the row is deleted. One
-    # row per transaction, not per batch: a batch of one reading costs the log one row, its
-    # record (migration 0011)
+    # what one intake write transaction accepted, until the flusher has its readings in the
+    # lake; then the row is deleted (migration 0011, metrocloud.ingest.rounds). One row per
+    # transaction, not per batch: a batch of one reading costs the log one row, its record.
+    # ``format`` "arrow": the batches' readings decoded (Arrow IPC, one row per batch, in
+    # the order of their ``intake_batches`` ids); "wires": their exact wire lines (imported
+    # OCMF records), each after its length. ``digest``: SHA-256 of ``data``
     Column("id", _AUTO_ID, primary_key=True, autoincrement=True),
     Column("batches", Integer, nullable=False),
     Column("readings", BigInteger, nullable=False),
-    Column("wires", LargeBinary, nullable=False),
+    Column("format", String(8), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("digest", String(64), nullable=False),
     # the lake segment the flusher put the round in (with its batches, in one transaction)
     Column("segment", String(64), nullable=True),
     Index("ix_intake_rounds_segment", "segment", "id"),

@@ -5,16 +5,19 @@ Revises: 0010
 Create Date: 2026-12-02 07:00:00.000000
 
 Accepted batches kept their wire line in ``intake_wire`` (key, counter, wire), one row per
-batch, until the lake flusher had them in the lake. For batches of one reading that row, its
-random primary key and its deletion cost as much as the batch's record itself. The wire
-lines of one intake transaction now live in one ``intake_rounds`` row (each line after its
-length, in the order of the batches' ids; each batch names its round in
-``intake_batches.round_id``), planned into a lake segment and deleted as a whole. Lines not
-yet flushed are moved over, one round per batch, each in the segment its batch was planned
-in.
+batch, until the lake flusher had them in the lake, where it decoded them again. For
+batches of one reading that row, its random primary key and its deletion cost as much as
+the batch's record itself. What one intake transaction accepted now lives in one
+``intake_rounds`` row (``metrocloud.ingest.rounds``: the readings decoded, as Arrow, or
+for imported OCMF records the exact wire lines, each after its length; each batch names its
+round in ``intake_batches.round_id``), planned into a lake segment and deleted as a whole.
+Lines not yet flushed are moved over as ``wires`` rounds, one per batch, each in the
+segment its batch was planned in.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import sqlalchemy as sa
 from alembic import op
@@ -28,9 +31,9 @@ _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def _join(lines: list[bytes]) -> bytes:
-    """A round's bytes: each line after its length, 4 bytes big-endian (as the intake
-    stores them: ``metrocloud.ingest.intake.join_round``, copied so that this revision
-    stays as it is when the code moves on)."""
+    """A ``wires`` round's bytes: each line after its length, 4 bytes big-endian (as
+    ``metrocloud.ingest.rounds.join_round`` writes them, copied so that this revision stays
+    as it is when the code moves on)."""
     return b"".join(len(line).to_bytes(4, "big") + line for line in lines)
 
 
@@ -49,7 +52,9 @@ def upgrade() -> None:
         sa.Column("id", _ID, autoincrement=True, nullable=False),
         sa.Column("batches", sa.Integer(), nullable=False),
         sa.Column("readings", sa.BigInteger(), nullable=False),
-        sa.Column("wires", sa.LargeBinary(), nullable=False),
+        sa.Column("format", sa.String(length=8), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
+        sa.Column("digest", sa.String(length=64), nullable=False),
         sa.Column("segment", sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_intake_rounds")),
         sqlite_autoincrement=True,  # an id is never used again (batches name their round)
@@ -65,7 +70,9 @@ def upgrade() -> None:
         sa.column("id", sa.BigInteger()),
         sa.column("batches", sa.Integer()),
         sa.column("readings", sa.BigInteger()),
-        sa.column("wires", sa.LargeBinary()),
+        sa.column("format", sa.String()),
+        sa.column("data", sa.LargeBinary()),
+        sa.column("digest", sa.String()),
         sa.column("segment", sa.String()),
     )
     pending = conn.execute(
@@ -75,10 +82,16 @@ def upgrade() -> None:
         )
     ).all()
     for batch_id, readings, segment, wire in pending:
+        data = _join([bytes(wire).strip()])
         round_id = conn.execute(
             rounds.insert()
             .values(
-                batches=1, readings=readings, wires=_join([bytes(wire).strip()]), segment=segment
+                batches=1,
+                readings=readings,
+                format="wires",
+                data=data,
+                digest=hashlib.sha256(data).hexdigest(),
+                segment=segment,
             )
             .returning(rounds.c.id)
         ).scalar_one()
@@ -98,8 +111,16 @@ def downgrade() -> None:
         sa.PrimaryKeyConstraint("key_id", "counter", name=op.f("pk_intake_wire")),
     )
     conn = op.get_bind()
+    # an "arrow" round holds decoded readings, no wire lines: downgrade only with the lake
+    # flushed (every round in it)
+    arrow = conn.execute(sa.text("SELECT count(*) FROM intake_rounds WHERE format <> 'wires'"))
+    if arrow.scalar_one():
+        raise RuntimeError(
+            "intake rounds of decoded readings are waiting for the lake: let the node flush "
+            "them (stop it cleanly) before downgrading below 0011"
+        )
     for round_id, wires in conn.execute(
-        sa.text("SELECT id, wires FROM intake_rounds ORDER BY id")
+        sa.text("SELECT id, data FROM intake_rounds ORDER BY id")
     ).all():
         lines = _split(bytes(wires))
         batches = conn.execute(
