@@ -3,7 +3,7 @@
 One round (:meth:`LakeFlusher.flush_once`):
 
 1. *plan*: if no segment is pending, the oldest intake rounds not yet in a segment (each
-   the wire lines of the batches one intake transaction accepted, ``intake_rounds``), up to
+   what one intake transaction accepted, ``intake_rounds``), up to
    ``max_batches`` batches and ``max_readings`` readings (at least one round), are
    assigned a new segment id, rounds and their batches together, committed in
    transactions of at most :data:`_DB_CHUNK` batches (so that the intake's transactions do

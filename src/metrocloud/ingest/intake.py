@@ -20,9 +20,9 @@ these checks in this order; the first that fails names the rejection reason:
 
 A submission (an HTTP request, a burst of MQTT messages) is decided and stored in one write
 transaction: accepted batches into ``intake_batches`` (the intake's durable log, from which
-:class:`~metrocloud.ingest.flusher.LakeFlusher` moves readings into the lake; their wire
-readings, decoded, together into one ``intake_rounds`` row until the flusher has them in
-the lake: :func:`store_accepted`, :mod:`metrocloud.ingest.rounds`), rejected ones into
+:class:`~metrocloud.ingest.flusher.LakeFlusher` moves readings into the lake; their
+readings, decoded, together in one ``intake_rounds`` row until the flusher has them in the
+lake: :func:`store_accepted`, :mod:`metrocloud.ingest.rounds`), rejected ones into
 ``quarantine`` with the reason and the evidence, counters advanced. An outcome is
 returned only after that transaction committed: "acknowledged" means durable. On SQLite the
 intake writes with ``synchronous=FULL`` (:meth:`Intake.open`), so a commit survives power
