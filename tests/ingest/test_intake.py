@@ -219,6 +219,30 @@ def test_rollback_and_a_broken_chain_are_rejected_and_nothing_accepted_is_touche
     assert [q.reason for q in _quarantined(world)] == ["counter-rollback", "chain-broken"]
 
 
+def test_an_older_batch_sent_again_is_a_duplicate_and_an_altered_one_a_rollback(
+    setup: Any,
+) -> None:
+    """A replay of a batch older than the key's newest is found by its first reading's
+    time, key and counter (the index the log grows at its end)."""
+    world, intake, meter = setup
+    first, second, third = meter.batch(), meter.batch(), meter.batch()
+    for b in (first, second, third):  # three transactions
+        intake.submit([b.wire()], "http")
+    altered = meter.batch(counter=2, prev=first.digest, t=second.parse().t, value=[7.0] * 4)
+    moved = meter.batch(counter=2, prev=first.digest, t=[T0 - 4 * STEP + i for i in range(4)])
+    outcomes = intake.submit([first.wire(), second.wire(), altered.wire(), moved.wire()], "mqtt")
+    assert [(o.status, o.counter) for o in outcomes] == [
+        ("duplicate", 1),
+        ("duplicate", 2),
+        ("rejected", 2),
+        ("rejected", 2),
+    ]
+    assert {o.reason for o in outcomes[2:]} == {"counter-rollback"}
+    assert "differs from the batch accepted with it" in (outcomes[2].detail or "")
+    assert "differs" not in (outcomes[3].detail or "")  # not found by its own time
+    assert [r.counter for r in _stored(world)] == [1, 2, 3]
+
+
 def test_a_revoked_key_is_refused(setup: Any) -> None:
     world, intake, meter = setup
     with world.node.db.write() as conn:
@@ -388,6 +412,43 @@ def test_concurrent_submissions_share_transactions_and_keep_each_chain(
     for m in meters:
         [again] = intake.submit([m.batch().wire()], "http")
         assert (again.status, again.counter, again.flags) == ("accepted", 3, ())
+
+
+def test_two_intakes_racing_on_the_same_batches_store_each_once(world: World) -> None:
+    """Two workers (two intakes over one database) get the same lines at the same time, as
+    from a device that sent again to the other worker: each batch is stored once, answered
+    accepted by one and duplicate by the other (on PostgreSQL, where both decide side by
+    side, the keys' counter rows are locked while one decides)."""
+    meters = _meters(world, 3)
+    lines = {m.instrument: [m.batch(1).wire() for _ in range(6)] for m in meters}
+    intakes = [Intake(world.node.db, clock=lambda: NOW) for _ in range(2)]
+    answers: list[Any] = []
+    go = threading.Barrier(2 * len(meters))
+
+    def send(intake: Intake, m: Meter) -> None:
+        go.wait()
+        for line in lines[m.instrument]:
+            for _ in range(3):  # a device sends again when it got no answer
+                try:
+                    [outcome] = intake.submit([line], "http")
+                except Exception:
+                    continue
+                answers.append((m.instrument, outcome.counter, outcome.status))
+                break
+
+    threads = [threading.Thread(target=send, args=(i, m)) for m in meters for i in intakes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted((r.instrument_id, r.counter) for r in _stored(world)) == sorted(
+        (m.instrument, c) for m in meters for c in range(1, 7)
+    )
+    by_batch: dict[tuple[str, int], list[str]] = {}
+    for instrument, counter, status in answers:
+        by_batch.setdefault((instrument, counter), []).append(status)
+    assert len(by_batch) == 18
+    assert all(sorted(s) == ["accepted", "duplicate"] for s in by_batch.values())
 
 
 def test_a_failing_submission_does_not_fail_the_others_of_its_transaction(

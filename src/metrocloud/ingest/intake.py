@@ -735,11 +735,21 @@ class Intake:
         return outcomes
 
     def _counters(self, conn: Connection, keys_wanted: Iterable[str]) -> dict[str, _Counter]:
+        """The keys' newest accepted batches, locked until the transaction ends where the
+        database lets writers in side by side (PostgreSQL: ``FOR UPDATE``, in key order, so
+        two transactions deciding for one key take turns; a key's first batch is guarded by
+        the table's primary key). On SQLite the transaction is the only writer already."""
         keys = sorted(keys_wanted)
         found: dict[str, _Counter] = {}
+        lock = conn.dialect.name != "sqlite"
         for start in range(0, len(keys), _CHUNK):
             for key_id, instrument_id, counter, digest, last_t in _select_in(
-                conn, device_counters, _COUNTER_COLUMNS, "key_id", keys[start : start + _CHUNK]
+                conn,
+                device_counters,
+                _COUNTER_COLUMNS,
+                "key_id",
+                keys[start : start + _CHUNK],
+                lock=lock,
             ):
                 found[key_id] = _Counter(counter, digest, last_t, instrument_id)
         return found
@@ -761,13 +771,19 @@ class Intake:
         last = counters.get(key)
         expected = 1 if last is None else last.counter + 1
         if counter < expected:
-            stored = conn.execute(
-                select(intake_batches.c.digest).where(
-                    intake_batches.c.key_id == key, intake_batches.c.counter == counter
-                )
-            ).scalar()
-            if stored is None:  # from this very transaction, not yet written
-                stored = plan.accepted.get((key, counter))
+            assert last is not None
+            stored: str | None
+            if counter == last.counter:  # the newest batch again (an acknowledgement lost)
+                stored = last.digest
+            else:  # a replay is the same payload: the same first reading time
+                b = intake_batches.c
+                stored = conn.execute(
+                    select(b.digest).where(
+                        b.first_t == first, b.key_id == key, b.counter == counter
+                    )
+                ).scalar()
+                if stored is None:  # from this very transaction, not yet written
+                    stored = plan.accepted.get((key, counter))
             if stored == digest:
                 return Outcome("duplicate", None, None, instrument, counter, n)
             raise _Reject(
@@ -887,11 +903,17 @@ def store_accepted(
 
 
 def _select_in(
-    conn: Connection, table: Table, columns: Sequence[str], column: str, values: Sequence[Any]
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    column: str,
+    values: Sequence[Any],
+    *,
+    lock: bool = False,
 ) -> list[tuple[Any, ...]]:
-    """``SELECT columns FROM table WHERE column IN (values)`` on the driver's cursor (plain
-    tuples, no SQL compilation or result processing per row); identifiers are the Table's,
-    quoted by the dialect, the values are bound."""
+    """``SELECT columns FROM table WHERE column IN (values)`` (``FOR UPDATE`` with
+    ``lock``) on the driver's cursor (plain tuples, no SQL compilation or result processing
+    per row); identifiers are the Table's, quoted by the dialect, the values are bound."""
     if not values:
         return []
     quote = conn.dialect.identifier_preparer.quote
@@ -899,6 +921,8 @@ def _select_in(
     names = ", ".join(quote(table.c[c].name) for c in columns)
     marks = ", ".join([mark] * len(values))
     sql = f"SELECT {names} FROM {quote(table.name)} WHERE {quote(column)} IN ({marks})"  # noqa: S608
+    if lock:
+        sql += f" ORDER BY {quote(column)} FOR UPDATE"
     return [tuple(r) for r in conn.exec_driver_sql(sql, tuple(values)).all()]
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 __all__ = [
@@ -285,9 +286,23 @@ intake_batches = Table(
     Column("segment", String(64), nullable=True),
     # the ``intake_rounds`` row that held its wire line (its lines are in the order of ids)
     Column("round_id", BigInteger, nullable=True),
-    UniqueConstraint("key_id", "counter", name="uq_intake_batches_key_counter"),
     Index("ix_intake_batches_segment", "segment", "id"),
     Index("ix_intake_batches_round_id", "round_id"),
+    # a replayed batch is found by its first reading's time, key and counter (a replay is
+    # the same payload): new batches land at the index's time-ordered end, so an insert
+    # touches its last pages, not a random page of an index as large as the whole log
+    # (migration 0011; a key's counters are kept unique by the intake's decision, which
+    # runs in the write transaction against ``device_counters``)
+    Index("ix_intake_batches_first_t", "first_t", "key_id", "counter"),
+    # imported OCMF records (counters -1, -2, ... per key) are looked up by key
+    Index(
+        "uq_intake_batches_imported",
+        "key_id",
+        "counter",
+        unique=True,
+        sqlite_where=text("counter < 0"),
+        postgresql_where=text("counter < 0"),
+    ),
 )
 
 intake_rounds = Table(

@@ -13,6 +13,13 @@ for imported OCMF records the exact wire lines, each after its length; each batc
 round in ``intake_batches.round_id``), planned into a lake segment and deleted as a whole.
 Lines not yet flushed are moved over as ``wires`` rounds, one per batch, each in the
 segment its batch was planned in.
+
+The batch records' unique index on (key id, counter), which every accepted batch extended at
+a random page, is replaced by an index on (first reading time, key id, counter): a replay is
+the same payload, so it is found by it, and new batches land at the index's end. A key's
+counters stay unique by the intake's decision (in the write transaction, against
+``device_counters``); imported OCMF records keep a unique index of their own (counters
+below 0).
 """
 
 from __future__ import annotations
@@ -64,6 +71,18 @@ def upgrade() -> None:
     with op.batch_alter_table("intake_batches", schema=None) as batch_op:
         batch_op.add_column(sa.Column("round_id", sa.BigInteger(), nullable=True))
         batch_op.create_index("ix_intake_batches_round_id", ["round_id"], unique=False)
+        # the batches' lookup index in time order (inserts at its end, not at random)
+        batch_op.drop_constraint("uq_intake_batches_key_counter", type_="unique")
+        batch_op.create_index(
+            "ix_intake_batches_first_t", ["first_t", "key_id", "counter"], unique=False
+        )
+        batch_op.create_index(
+            "uq_intake_batches_imported",
+            ["key_id", "counter"],
+            unique=True,
+            sqlite_where=sa.text("counter < 0"),
+            postgresql_where=sa.text("counter < 0"),
+        )
     conn = op.get_bind()
     rounds = sa.table(
         "intake_rounds",
@@ -133,6 +152,9 @@ def downgrade() -> None:
                 {"k": key_id, "c": counter, "w": line},
             )
     with op.batch_alter_table("intake_batches", schema=None) as batch_op:
+        batch_op.drop_index("uq_intake_batches_imported")
+        batch_op.drop_index("ix_intake_batches_first_t")
+        batch_op.create_unique_constraint("uq_intake_batches_key_counter", ["key_id", "counter"])
         batch_op.drop_index("ix_intake_batches_round_id")
         batch_op.drop_column("round_id")
     with op.batch_alter_table("intake_rounds", schema=None) as batch_op:
