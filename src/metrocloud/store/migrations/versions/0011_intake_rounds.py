@@ -1,4 +1,4 @@
-"""the intake's wire lines one row per transaction
+"""intake rounds: one row per intake transaction; the batch records indexed in time order
 
 Revision ID: 0011
 Revises: 0010
