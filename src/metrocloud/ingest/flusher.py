@@ -65,7 +65,14 @@ from metrocloud.formats._ocmf_rules import parse_time
 from metrocloud.formats.ocmf import effective_readings, parse_ocmf
 from metrocloud.ingest.intake import TURNS
 from metrocloud.ingest.ocmf import OCMF_PREFIX, reading_status
-from metrocloud.ingest.rounds import ARROW, WIRES, read_arrow_round, round_digest, split_round
+from metrocloud.ingest.rounds import (
+    ARROW,
+    WIRES,
+    read_arrow_round,
+    round_digest,
+    round_table,
+    split_round,
+)
 from metrocloud.lake import Lake
 from metrocloud.store.database import Database
 from metrocloud.store.schema import intake_batches, intake_rounds
@@ -404,7 +411,8 @@ def _parts(segment: str, rounds: Sequence[Any], rows: Sequence[Any]) -> list[_Co
 
 
 def _arrow_columns(table: pa.Table) -> _Columns:
-    """The lake's arrays of ``arrow`` rounds' batches (:data:`ROUND_SCHEMA` rows)."""
+    """The lake's arrays of batches as ``arrow`` rounds hold them (:data:`ROUND_SCHEMA`
+    rows; decoded wire lines are put in that shape too)."""
     table = table.combine_chunks()
 
     def col(name: str) -> Any:
@@ -574,39 +582,29 @@ def _columns(decoded: Sequence[_Decoded]) -> _Columns:
         fields = _json_fields([payload for _, payload, _ in decoded])
     instruments, counters, quantities, units, lengths, t, value, status = fields
     offsets = pa.array([0, *accumulate(lengths)], pa.int32())
-    parents = pc.list_parent_indices(pa.ListArray.from_arrays(offsets, t))
-    n = len(t)
-    if n == len(rows):  # one reading a batch
-        seq = pa.nulls(n, pa.int32()).fill_null(0)
-    else:
-        seq = pc.subtract(_arange(n), offsets.slice(0, len(rows)).take(parents))
-    keys_of: dict[str, set[str]] = {}
     received: dict[str, int] = {}
     ingested: list[int] = []
-    for instrument, row in zip(instruments, rows, strict=True):
-        keys_of.setdefault(instrument, set()).add(row.key_id)
+    for row in rows:
         at = received.get(row.received_at)
         if at is None:
             at = received[row.received_at] = _ms(row.received_at)
         ingested.append(at)
-
-    def per_batch(values: list[Any], kind: pa.DataType) -> pa.Array:
-        return pa.array(values, kind).take(parents)
-
-    arrays = {
-        "instrument": per_batch(instruments, pa.string()),
-        "category": per_batch([row.category for row in rows], pa.string()),
-        "day": t.cast(_NAIVE_MS).cast(pa.date32()),
-        "t": t.cast(_UTC_MS),
-        "quantity": per_batch(quantities, pa.string()),
-        "value": value,
-        "unit": per_batch(units, pa.string()),
-        "status": status,
-        "batch_counter": per_batch(counters, pa.int64()),
-        "seq": seq,
-        "ingested_at": per_batch(ingested, pa.int64()).cast(_UTC_MS),
-    }
-    return _Columns(arrays, keys_of)
+    # the batches as an arrow round holds them: one way from there to the lake's rows
+    return _arrow_columns(
+        round_table(
+            instruments,
+            [row.category for row in rows],
+            [row.key_id for row in rows],
+            counters,
+            quantities,
+            units,
+            ingested,
+            offsets,
+            t,
+            value,
+            status,
+        )
+    )
 
 
 def _ocmf_columns(decoded: Sequence[_Decoded]) -> _Columns:

@@ -852,8 +852,20 @@ class Intake:
                 transport,
             )
         )
+        _, _, _, _, _, _, _, _, _, quantity, unit, times, values, statuses = batch
         plan.readings.append(
-            (instrument, inst.category, key, counter, batch[9], batch[10], now_ms, *batch[11:])
+            (
+                instrument,
+                inst.category,
+                key,
+                counter,
+                quantity,
+                unit,
+                now_ms,
+                times,
+                values,
+                statuses,
+            )
         )
         return _accepted(instrument, counter, n, flags)
 

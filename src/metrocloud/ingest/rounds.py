@@ -34,6 +34,7 @@ __all__ = [
     "join_round",
     "read_arrow_round",
     "round_digest",
+    "round_table",
     "split_round",
 ]
 
@@ -78,30 +79,58 @@ def arrow_round(batches: Sequence[RoundBatch]) -> bytes:
         offsets.append(len(t))
     if len(value) != len(t) or len(status) != len(t):
         raise ValueError("a batch's t, value and status columns differ in length")
-    at = pa.array(offsets, pa.int32())
-
-    def per_batch(i: int, kind: pa.DataType) -> pa.Array:
-        return pa.array([b[i] for b in batches], kind)
-
-    table = pa.Table.from_arrays(
-        [
-            per_batch(0, pa.string()),
-            per_batch(1, pa.string()),
-            per_batch(2, pa.string()),
-            per_batch(3, pa.int64()),
-            per_batch(4, pa.string()),
-            per_batch(5, pa.string()),
-            per_batch(6, pa.int64()),
-            pa.ListArray.from_arrays(at, pa.array(t, pa.int64())),
-            pa.ListArray.from_arrays(at, pa.array(value, pa.float64())),
-            pa.ListArray.from_arrays(at, pa.array(status, pa.int32())),
-        ],
-        schema=ROUND_SCHEMA,
+    instrument, category, key_id, counter, quantity, unit, received = (
+        [b[i] for b in batches] for i in range(7)
+    )
+    table = round_table(
+        instrument,
+        category,
+        key_id,
+        counter,
+        quantity,
+        unit,
+        received,
+        pa.array(offsets, pa.int32()),
+        pa.array(t, pa.int64()),
+        pa.array(value, pa.float64()),
+        pa.array(status, pa.int32()),
     )
     sink = pa.BufferOutputStream()
     with ipc.new_stream(sink, ROUND_SCHEMA) as writer:
         writer.write_table(table)
     return bytes(sink.getvalue().to_pybytes())
+
+
+def round_table(
+    instrument: Sequence[Any],
+    category: Sequence[Any],
+    key_id: Sequence[Any],
+    batch_counter: Sequence[Any],
+    quantity: Sequence[Any],
+    unit: Sequence[Any],
+    ingested_at: Sequence[Any],
+    offsets: pa.Array,
+    t: pa.Array,
+    value: pa.Array,
+    status: pa.Array,
+) -> pa.Table:
+    """Batches in :data:`ROUND_SCHEMA`: the per-batch columns, and the readings of all of
+    them (``t``, ``value``, ``status``), batch ``i`` from ``offsets[i]`` to ``offsets[i+1]``."""
+    return pa.Table.from_arrays(
+        [
+            pa.array(instrument, pa.string()),
+            pa.array(category, pa.string()),
+            pa.array(key_id, pa.string()),
+            pa.array(batch_counter, pa.int64()),
+            pa.array(quantity, pa.string()),
+            pa.array(unit, pa.string()),
+            pa.array(ingested_at, pa.int64()),
+            pa.ListArray.from_arrays(offsets, t),
+            pa.ListArray.from_arrays(offsets, value),
+            pa.ListArray.from_arrays(offsets, status),
+        ],
+        schema=ROUND_SCHEMA,
+    )
 
 
 def read_arrow_round(data: bytes) -> pa.Table:
